@@ -74,6 +74,10 @@ JET_FIELDS: dict[str, str] = {
     "hadron_flavour": "Jet_hadronFlavour",
     "parton_flavour": "Jet_partonFlavour",
     "flavour_group": "index into FLAVOUR_GROUPS",
+    "pt_offset_truth": (
+        "detector-level jet pT added by pile-up (simulation truth, from the pile-up share of "
+        "the jet's tower/candidate energy) [GeV], NaN where unknown"
+    ),
     # bookkeeping
     "constituents_complete": "True if the stored constituents are all of the jet's constituents",
 }

@@ -622,3 +622,36 @@ def test_events_read_only_declared_branches(
         for b in declared
         if "_" in b and b.split("_")[0] not in ("PV",)
     }
+
+
+@pytest.mark.filterwarnings("ignore:Missing cross-reference:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:Branch .* already exists:RuntimeWarning")
+@pytest.mark.parametrize(
+    ("name", "schema"),
+    [(PFNANO, "PFNanoAODSchema"), (NANO_DY, "NanoAODSchema"), (JETCLASS, "BaseSchema")],
+)
+def test_dask_events_equal_eager(shared_data: Path, name: str, schema: str) -> None:
+    """dask-awkward NanoEvents: same table per partition, only declared columns read."""
+    import dask_awkward as dak
+    from coffea import nanoevents
+
+    path = str(shared_data / name)
+    tree = "tree" if name == JETCLASS else "Events"
+    events = nanoevents.NanoEventsFactory.from_root(
+        {path: tree}, schemaclass=getattr(nanoevents, schema), mode="dask"
+    ).events()
+    lazy = jet_table_from_events(events)
+    eager = _table(shared_data / name)
+    assert isinstance(lazy.jets, dak.Array)
+    assert lazy.missing == eager.missing
+    (columns,) = dak.necessary_columns(lazy.jets).values()
+    counters = {c for c in columns if c.startswith("n") and c[1:2].isupper()}
+    assert set(columns) - counters == layout_branches(path)
+    computed = JetTable(
+        jets=lazy.jets.compute(),
+        layout=lazy.layout,
+        source=lazy.source,
+        jet_radius=lazy.jet_radius,
+        missing=lazy.missing,
+    )
+    _assert_tables_equal(computed, eager)

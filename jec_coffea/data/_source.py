@@ -160,8 +160,10 @@ class NanoEventsSource:
         coll, field = self._where[branch]
         self.branches_read.add(branch)
         array = self._events[coll] if field is None else self._events[coll][field]
-        # drop coffea behaviours: the builder works on plain numbers
-        return ak.Array(array, behavior=None, attrs=None)
+        if isinstance(array, ak.Array):
+            # drop coffea behaviours: the builder works on plain numbers
+            return ak.Array(array, behavior=None, attrs=None)
+        return array  # dask-awkward: zipped and mapped by ._dask
 
     def __len__(self) -> int:
         return len(self._events)

@@ -32,6 +32,7 @@ import awkward as ak
 
 from ..errors import ConfigError, MissingBranchError, UnsupportedLayoutError
 from ._build import build_jet_table
+from ._dask import is_dask, jet_table_from_dask_events
 from ._layouts import LAYOUTS, Layout, needed_branches
 from ._open import contents, open_root, reading, tree_names
 from ._source import NanoEventsSource, UprootSource
@@ -243,7 +244,10 @@ def jet_table_from_events(
     """Build the jet table from coffea NanoEvents (inside a processor).
 
     Shares every step after branch access with :func:`read_jet_table`, so both give the same
-    table for the same file and entry range.
+    table for the same file and entry range. Eager and virtual NanoEvents give an eager table;
+    dask-awkward NanoEvents (``mode="dask"``, ``apply_to_fileset``) give a table whose ``jets``
+    is a dask-awkward array built per partition by the same code (``entry`` then counts from
+    each partition's start).
 
     Parameters
     ----------
@@ -265,6 +269,12 @@ def jet_table_from_events(
     """
     branches = NanoEventsSource(events, source)
     lay = _layout(layout) if layout is not None else _layout_of_source(branches)
+    if is_dask(events):
+        table, report = jet_table_from_dask_events(
+            events, lay, source=source, puppi_weighted=puppi_weighted
+        )
+        _warn_defaults(report, branches.path)
+        return table
     if entry_start is not None:
         branches.entry_start = int(entry_start)
     table, report = build_jet_table(branches, lay, puppi_weighted=puppi_weighted)

@@ -1,9 +1,18 @@
 """coffea processor filling the response histograms of every pT estimate.
 
 For each chunk of events: the jet table is built with
-:func:`~jec_coffea.data.jet_table_from_events` (the same code as training), the default jet
-selection is applied step by step (:mod:`.selection`), and the response pT / pT_gen of each
-method is filled, weighted by genWeight, into fresh histograms of :mod:`jec_coffea.histograms`.
+:func:`~jec_coffea.data.jet_table_from_events` (the same code as training), the jets of the
+requested split are kept (:mod:`jec_coffea.data.split`, per jet, so a run on the test split
+never sees a training jet), the pT of every method is computed once per jet
+(:mod:`.methods`), and
+
+* on simulation, the default jet selection is applied step by step (:mod:`.selection`) and the
+  response pT / pT_gen of each method is filled, weighted by genWeight, into fresh histograms
+  of :mod:`jec_coffea.histograms`;
+* on simulation and collision data alike, the corrected pT, the correction factor and the
+  jet-level input distributions are filled (:mod:`.reco`), so data and simulation can be
+  compared. Collision data (no GenJet collection) fills only these; no gen-based histogram is
+  attempted.
 
 Methods (fixed at construction, so the category axis is identical on every worker):
 
@@ -16,16 +25,29 @@ Methods (fixed at construction, so the category axis is identical on every worke
     Jet_pt as stored in NanoAOD (the JEC of the production); filled where the file has it.
 ``pt_full_corr``
     ml-jec ntuples' per-jet CMS L1L2L3 pT; filled where the file has it.
+``pnet``, ``upart``
+    pT_raw x ``Jet_PNetRegPtRawCorr`` / ``Jet_UParTAK4RegPtRawCorr`` (Run-3 NanoAOD); stored
+    factors <= 0 mean "not computed": those jets are excluded and counted, never R = 0.
+any other name
+    A DNN model given in ``models`` (``DNNJetCorrector`` or anything with
+    ``log_correction(table)``): pT_raw x exp(predicted ln(pT_gen / pT_raw)).
 
-A method whose input a file lacks is not filled for that file and counted in
-``missing_methods``; a method that cannot be evaluated at all (``standard`` without a stack)
-is a configuration error.
+A method whose input a file lacks (no ``Jet_PNetRegPtRawCorr``, a constituent model on plain
+NanoAOD or on the old PFNano layout, no JetSVs) is skipped for that file, counted in
+``missing_methods`` and listed with its reason in ``skipped_methods``; the other methods are
+filled and the run succeeds. A method that cannot be evaluated at all (``standard`` without a
+stack) is a configuration error.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import awkward as ak
@@ -34,7 +56,8 @@ from coffea import processor
 
 from ..data import detect_layout, jet_table_from_events
 from ..data.jet_table import FLAVOUR_GROUPS
-from ..errors import ConfigError, MissingBranchError
+from ..data.split import SPLITS, split_of
+from ..errors import ConfigError
 from ..histograms import (
     PARTON_FLAVOURS,
     CutFlow,
@@ -44,34 +67,42 @@ from ..histograms import (
     response_vs_eta_histogram,
     response_vs_rho_histogram,
 )
+from .methods import BUILTIN_METHODS, estimate_models, estimate_pt
+from .reco import (
+    corrected_pt_histogram,
+    correction_factor_histogram,
+    fill_inputs,
+    fill_reco,
+    input_histograms,
+)
 from .selection import JetSelection, prompt_lepton_min_dr
 
 if TYPE_CHECKING:
+    from ..data import JetTable
     from ..standard import JECStack
 
-__all__ = ["KNOWN_METHODS", "VIEWS", "ResponseProcessor"]
+__all__ = ["DEFAULT_METHODS", "KNOWN_METHODS", "VIEWS", "ResponseProcessor"]
 
 logger = logging.getLogger(__name__)
 
-KNOWN_METHODS: dict[str, str] = {
-    "raw": "pt_raw",
-    "standard": "pt_raw",
-    "nanoaod": "pt_nano",
-    "pt_full_corr": "pt_full_corr",
-}
-"""Method name -> jet-table field it is computed from."""
+KNOWN_METHODS: dict[str, str] = BUILTIN_METHODS
+"""Built-in method name -> jet-table field it is computed from (DNN methods come on top)."""
+
+DEFAULT_METHODS: tuple[str, ...] = ("raw", "standard", "nanoaod", "pt_full_corr")
+"""Methods filled when none are named (``standard`` only with a JEC stack)."""
 
 VIEWS: tuple[str, ...] = ("flavour6", "rho", "eta")
 """Optional extra histograms: u/d/s/c/b/g response (for S_6), response vs ρ, vs fine signed η."""
 
-_JEC_INPUTS = {"JetA": "area", "Rho": "event_rho", "JetEta": "eta", "JetPt": "pt_raw"}
+SPLIT_CHOICES: tuple[str, ...] = (*SPLITS, "all")
 
 
 class ResponseProcessor(processor.ProcessorABC):
-    """Response histograms of raw, standard-corrected and stored pT, per flavour, |η| and pT_gen.
+    """Response histograms of every pT estimate per flavour, |η| and pT_gen; reco views.
 
     The processor holds configuration only (no histograms, no open files); every call of
-    :meth:`process` builds fresh histograms, so it is safe with any executor.
+    :meth:`process` builds fresh histograms, so it is safe with any executor. DNN correctors
+    must be picklable and create their inference sessions lazily on the worker.
 
     Parameters
     ----------
@@ -79,11 +110,17 @@ class ResponseProcessor(processor.ProcessorABC):
         Standard correction applied for the ``standard`` method (picklable; evaluators are
         rebuilt on the workers).
     methods
-        Methods to fill, from :data:`KNOWN_METHODS`. Default: ``raw``, ``standard`` (if
-        ``jec`` is given), ``nanoaod`` and ``pt_full_corr``.
+        Methods to fill, from :data:`KNOWN_METHODS` and the names of ``models``. Default:
+        :data:`DEFAULT_METHODS` (``standard`` only with ``jec``) plus every model.
+    models
+        DNN methods: name -> corrector with ``log_correction(table) -> (n_jets,)`` of
+        ln(pT_gen / pT_raw). Several models share the chunk's jet table.
     layout
         Layout name of the input files; default: detected per file from
-        ``events.metadata["filename"]``.
+        ``events.metadata["filename"]``, else from the branch names.
+    split
+        ``"train"``, ``"val"``, ``"test"`` or ``"all"``: only jets of this split (DESIGN.md
+        hash rule, :func:`jec_coffea.data.split.split_of`) are used.
     selection
         Cuts of the default jet selection.
     views
@@ -91,14 +128,21 @@ class ResponseProcessor(processor.ProcessorABC):
         four methods).
     puppi_weighted
         Passed to the jet-table builder (PUPPI jets).
+    columns_dir
+        If set, every chunk writes the per-jet fill columns of its selected jets as one parquet
+        file under this directory (see :func:`jec_coffea.outputs.write_chunk_columns`); must be
+        reachable from the workers.
 
     Output
     ------
     dict with ``response`` (main histogram), ``response_flavour6``, ``response_vs_rho``,
-    ``response_vs_eta`` (the chosen views; the ρ view only where the layout has ρ), ``cutflow`` (:class:`~jec_coffea.histograms.CutFlow`),
-    ``n_events``, ``n_jets`` (selected jets filled per method), ``missing_methods`` and
-    ``not_applied`` (chunks in which a method or a selection step could not be applied) and
-    ``layouts`` (chunks per layout).
+    ``response_vs_eta`` (the chosen views), ``corrected_pt``, ``correction_factor`` and
+    ``inputs`` (reco views, :mod:`.reco`), ``cutflow`` (:class:`~jec_coffea.histograms.CutFlow`),
+    ``n_events``, ``n_jets`` (selected jets filled per method), ``n_reco_jets`` (jets filled in
+    the reco views per method), ``missing_methods`` (chunks in which a method was skipped),
+    ``skipped_methods`` (method -> reason -> file -> chunks), ``not_computed`` (method -> jets without
+    a value), ``not_applied`` (chunks in which a selection step could not be applied),
+    ``layouts`` (chunks per layout) and ``truth`` (chunks of ``simulation`` and of ``data``).
     """
 
     def __init__(
@@ -106,17 +150,28 @@ class ResponseProcessor(processor.ProcessorABC):
         *,
         jec: JECStack | None = None,
         methods: Sequence[str] | None = None,
+        models: Mapping[str, Any] | None = None,
         layout: str | None = None,
+        split: str = "all",
         selection: JetSelection | None = None,
         views: Sequence[str] = VIEWS,
         puppi_weighted: bool = False,
+        columns_dir: str | os.PathLike | None = None,
     ) -> None:
+        models = dict(models or {})
+        clash = sorted(set(models) & set(KNOWN_METHODS))
+        if clash:
+            msg = f"ResponseProcessor: model name(s) {clash} clash with built-in methods; rename the model(s)"
+            raise ConfigError(msg)
         if methods is None:
-            methods = [m for m in KNOWN_METHODS if m != "standard" or jec is not None]
+            methods = [
+                m for m in DEFAULT_METHODS if m != "standard" or jec is not None
+            ] + list(models)
         methods = list(methods)
-        unknown = [m for m in methods if m not in KNOWN_METHODS]
+        known = [*KNOWN_METHODS, *models]
+        unknown = [m for m in methods if m not in known]
         if unknown or not methods:
-            msg = f"ResponseProcessor: unknown method(s) {unknown} in {methods}; known: {list(KNOWN_METHODS)}"
+            msg = f"ResponseProcessor: unknown method(s) {unknown} in {methods}; known: {known}"
             raise ConfigError(msg)
         if "standard" in methods and jec is None:
             msg = "ResponseProcessor: method 'standard' needs a JEC stack (jec=JECStack.from_spec(...))"
@@ -127,12 +182,37 @@ class ResponseProcessor(processor.ProcessorABC):
                 f"ResponseProcessor: unknown view(s) {bad_views}; known: {list(VIEWS)}"
             )
             raise ConfigError(msg)
+        if split not in SPLIT_CHOICES:
+            msg = f"ResponseProcessor: unknown split {split!r}; expected one of {', '.join(SPLIT_CHOICES)}"
+            raise ConfigError(msg)
         self.jec = jec
         self.methods = tuple(methods)
+        self.models = {m: models[m] for m in self.methods if m in models}
         self.layout = layout
+        self.split = split
         self.selection = selection or JetSelection()
         self.views = tuple(views)
         self.puppi_weighted = puppi_weighted
+        self.columns_dir = None if columns_dir is None else str(columns_dir)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """JSON-ready description of everything that changes the output of a chunk.
+
+        Used to key checkpoints, so a resumed run never mixes chunks of another configuration.
+        """
+        jec = None
+        if self.jec is not None:
+            jec = f"{self.jec.tag}:{self.jec.jet_type}:{','.join(self.jec.levels)}"
+        return {
+            "methods": list(self.methods),
+            "models": {m: _model_id(model) for m, model in self.models.items()},
+            "jec": jec,
+            "layout": self.layout,
+            "split": self.split,
+            "selection": self.selection.model_dump(),
+            "views": list(self.views),
+            "puppi_weighted": self.puppi_weighted,
+        }
 
     def empty_output(self) -> dict[str, Any]:
         """The output of a chunk without jets: fresh histograms and zero counts."""
@@ -145,59 +225,169 @@ class ResponseProcessor(processor.ProcessorABC):
             out["response_vs_rho"] = response_vs_rho_histogram(self.methods)
         if "eta" in self.views:
             out["response_vs_eta"] = response_vs_eta_histogram(self.methods)
+        out["corrected_pt"] = corrected_pt_histogram(self.methods)
+        out["correction_factor"] = correction_factor_histogram(self.methods)
+        out["inputs"] = input_histograms()
         out["cutflow"] = CutFlow()
         out["n_events"] = 0
         out["n_jets"] = dict.fromkeys(self.methods, 0)
+        out["n_reco_jets"] = dict.fromkeys(self.methods, 0)
         out["missing_methods"] = dict.fromkeys(self.methods, 0)
+        out["skipped_methods"] = {}
+        out["not_computed"] = dict.fromkeys(self.methods, 0)
         out["not_applied"] = dict.fromkeys(self.selection.steps[4:], 0)
         out["layouts"] = {}
+        out["truth"] = {"simulation": 0, "data": 0}
         return out
 
-    def process(self, events: ak.Array) -> dict[str, Any]:
-        """Fill the histograms for one chunk of NanoEvents (eager)."""
-        filename = (
-            str(events.metadata.get("filename", ""))
-            if hasattr(events, "metadata")
-            else ""
+    def _layout_of(self, events: ak.Array, filename: str) -> str | None:
+        if self.layout is not None:
+            return self.layout
+        if filename:
+            return detect_layout(filename)
+        if hasattr(events, "metadata"):
+            return None  # NanoEvents without file name (dask-awkward): detect from branches
+        msg = (
+            "ResponseProcessor: the events carry no metadata['filename'] to detect the "
+            "layout from; pass layout= (e.g. 'pfnano', 'nanoaod', 'mljec')"
         )
-        layout = self.layout
-        if layout is None:
-            if not filename:
-                msg = (
-                    "ResponseProcessor: the events carry no metadata['filename'] to detect the "
-                    "layout from; pass layout= (e.g. 'pfnano', 'nanoaod', 'mljec')"
-                )
-                raise ConfigError(msg)
-            layout = detect_layout(filename)
+        raise ConfigError(msg)
+
+    def _split_mask(self, table: JetTable) -> np.ndarray | None:
+        """Jets of the requested split (None for ``split="all"``)."""
+        if self.split == "all":
+            return None
+        sha = None
+        if "event" not in table.jets.fields:
+            sha = _file_sha256(table.source)
+        return split_of(table, file_sha256=sha) == self.split
+
+    def process(self, events: ak.Array) -> dict[str, Any]:
+        """Fill the histograms for one chunk of NanoEvents.
+
+        Eager or virtual NanoEvents (``processor.Runner``) give the output dict; dask-awkward
+        NanoEvents (``coffea.dataset_tools.apply_to_fileset``) give a lazy object whose
+        ``dask.compute`` is the same dict (:mod:`._dask`: each partition goes through this
+        same method, reading only the needed columns).
+        """
+        from ._dask import is_dask_awkward, process_dask
+
+        if is_dask_awkward(events):
+            return process_dask(self, events)
+        metadata = getattr(events, "metadata", None)
+        metadata = metadata if isinstance(metadata, dict) else {}
+        filename = str(metadata.get("filename", "") or "")
+        layout = self._layout_of(events, filename)
         table = jet_table_from_events(
             events, layout=layout, source=filename, puppi_weighted=self.puppi_weighted
         )
+        n_all = len(table)
+        lepton_dr = self._lepton_dr(events, table.jets)
+        split = self._split_mask(table)
+        if split is not None:
+            table = replace(table, jets=table.jets[split])
+            lepton_dr = None if lepton_dr is None else lepton_dr[split]
         jets = table.jets
-        filename = filename or table.source
         out = self.empty_output()
         out["n_events"] = len(events)
-        out["layouts"] = {layout: 1}
-        lepton_dr = None
-        if len(jets) and "eta" in jets.fields and "phi" in jets.fields:
-            lepton_dr = prompt_lepton_min_dr(
-                events,
-                ak.to_numpy(jets.eta),
-                ak.to_numpy(jets.phi),
-                min_pt=self.selection.lepton_min_pt,
+        out["layouts"] = {table.layout: 1}
+        simulation = "pt_gen" in jets.fields
+        out["truth"]["simulation" if simulation else "data"] = 1
+        estimates: dict[str, np.ndarray] = {}
+        results = estimate_models(table, self.models)
+        for method in self.methods:
+            est = results.get(method) or estimate_pt(method, table, jec=self.jec)
+            if est.pt is None:
+                out["missing_methods"][method] = 1
+                where = filename or table.source or "<events>"
+                out["skipped_methods"][method] = {str(est.reason): {where: 1}}
+                continue
+            estimates[method] = est.pt
+            out["not_computed"][method] = est.not_computed
+        weight = (
+            np.asarray(ak.to_numpy(jets.gen_weight), dtype=np.float64)
+            if "gen_weight" in jets.fields
+            else np.ones(len(jets))
+        )
+        self._fill_reco(out, jets, estimates, weight)
+        if simulation:
+            mask = self._fill_response(out, jets, estimates, weight, lepton_dr)
+        else:
+            mask = np.zeros(len(jets), dtype=bool)
+        if self.columns_dir is not None:
+            from ..outputs import write_chunk_columns
+
+            write_chunk_columns(
+                self.columns_dir, metadata, jets, mask, estimates, table.layout
             )
+        logger.debug(
+            "%s: %d events, %d of %d jets in split %s, %d selected",
+            filename or table.source,
+            len(events),
+            len(jets),
+            n_all,
+            self.split,
+            int(mask.sum()),
+        )
+        return out
+
+    def _lepton_dr(self, events: ak.Array, jets: ak.Array) -> np.ndarray | None:
+        """ΔR to the nearest prompt generator lepton of every jet (None without GenPart)."""
+        if not len(jets) or "eta" not in jets.fields or "phi" not in jets.fields:
+            return None
+        return prompt_lepton_min_dr(
+            events,
+            ak.to_numpy(jets.eta),
+            ak.to_numpy(jets.phi),
+            min_pt=self.selection.lepton_min_pt,
+        )
+
+    def _fill_reco(
+        self,
+        out: dict[str, Any],
+        jets: ak.Array,
+        estimates: dict[str, np.ndarray],
+        weight: np.ndarray,
+    ) -> None:
+        """Reco views for jets passing the jet ID (where the file has it)."""
+        reco = np.ones(len(jets), dtype=bool)
+        if "jet_id" in jets.fields and self.selection.jet_id_mask:
+            jet_id = np.asarray(ak.to_numpy(jets.jet_id)).astype(np.int64)
+            reco = (jet_id & self.selection.jet_id_mask) == self.selection.jet_id_mask
+        fill_inputs(out["inputs"], jets[reco], weight[reco])
+        pt_raw = np.asarray(ak.to_numpy(jets.pt_raw), dtype=np.float64)[reco]
+        eta = np.asarray(ak.to_numpy(jets.eta), dtype=np.float64)[reco]
+        for method, pt in estimates.items():
+            fill_reco(
+                out["corrected_pt"],
+                out["correction_factor"],
+                method,
+                pt=pt[reco],
+                pt_raw=pt_raw,
+                eta=eta,
+                weight=weight[reco],
+            )
+            out["n_reco_jets"][method] = int(np.count_nonzero(np.isfinite(pt[reco])))
+
+    def _fill_response(
+        self,
+        out: dict[str, Any],
+        jets: ak.Array,
+        estimates: dict[str, np.ndarray],
+        weight: np.ndarray,
+        lepton_dr: np.ndarray | None,
+    ) -> np.ndarray:
+        """Selection with cut-flow and the gen-based response histograms; returns the mask."""
         mask, not_applied = self.selection.apply(
             jets, lepton_dr=lepton_dr, cutflow=out["cutflow"]
         )
         out["not_applied"] = not_applied
-        for method in self.methods:
-            if KNOWN_METHODS[method] not in jets.fields:
-                out["missing_methods"][method] = 1
+        if not mask.any():
+            return mask
         sel = jets[mask]
-        if not len(sel):
-            return out
         pt_gen = ak.to_numpy(sel.pt_gen)
         eta_gen = ak.to_numpy(sel.eta_gen)
-        weight = ak.to_numpy(sel.gen_weight) if "gen_weight" in sel.fields else None
+        w = weight[mask]
         flavour = (
             ak.to_numpy(sel.flavour_group)
             if "flavour_group" in sel.fields
@@ -207,11 +397,9 @@ class ResponseProcessor(processor.ProcessorABC):
         if "hadron_flavour" in sel.fields and "parton_flavour" in sel.fields:
             flavour6 = parton_flavour_label(sel.hadron_flavour, sel.parton_flavour)
         rho = ak.to_numpy(sel.event_rho) if "event_rho" in sel.fields else None
-        for method in self.methods:
-            pt = self._estimate(method, sel, filename)
-            if pt is None:
-                continue
-            common = {"pt": pt, "pt_gen": pt_gen, "eta_gen": eta_gen, "weight": weight}
+        for method, pt_all in estimates.items():
+            pt = pt_all[mask]
+            common = {"pt": pt, "pt_gen": pt_gen, "eta_gen": eta_gen, "weight": w}
             fill_response(out["response"], method, flavour=flavour, **common)
             if "response_flavour6" in out and flavour6 is not None:
                 fill_response(
@@ -221,47 +409,39 @@ class ResponseProcessor(processor.ProcessorABC):
                 fill_response(out["response_vs_rho"], method, event_rho=rho, **common)
             if "response_vs_eta" in out:
                 fill_response(out["response_vs_eta"], method, **common)
-            out["n_jets"][method] = len(sel)
-        logger.debug(
-            "%s: %d events, %d of %d jets selected",
-            filename,
-            len(events),
-            len(sel),
-            len(jets),
-        )
-        return out
-
-    def _estimate(
-        self, method: str, jets: ak.Array, filename: str
-    ) -> np.ndarray | None:
-        """pT of ``method`` for the selected jets [GeV], or None if the file lacks its input."""
-        field = KNOWN_METHODS[method]
-        if field not in jets.fields:
-            return None
-        pt = ak.to_numpy(jets[field]).astype(np.float64)
-        if method != "standard":
-            return pt
-        assert self.jec is not None  # checked in __init__
-        for name in self.jec.signature:
-            column = _JEC_INPUTS.get(name)
-            if column is None or column not in jets.fields:
-                raise MissingBranchError(
-                    column or name,
-                    path=filename,
-                    available=jets.fields,
-                    reason=f"the JEC stack {self.jec.tag} {self.jec.jet_type} needs input {name}",
-                )
-        args = {
-            column: ak.to_numpy(jets[column]).astype(np.float64)
-            if column in jets.fields
-            else None
-            for column in _JEC_INPUTS.values()
-        }
-        factor = self.jec.factor(
-            args["pt_raw"], args["eta"], args["area"], args["event_rho"]
-        )
-        return pt * np.asarray(factor, dtype=np.float64)
+            out["n_jets"][method] = int(np.count_nonzero(np.isfinite(pt)))
+        return mask
 
     def postprocess(self, accumulator: dict[str, Any]) -> dict[str, Any]:
         """Nothing to finalise: histograms and counts are already merged by coffea."""
         return accumulator
+
+
+def _model_id(model: Any) -> str:
+    """Content identity of a DNN method's model: its source and a digest of its weights."""
+    token = getattr(model, "__dask_tokenize__", None)
+    inner = getattr(model, "model", None)
+    source = str(getattr(inner, "source", "") or type(model).__qualname__)
+    if token is None:
+        return source
+    digest = hashlib.sha256(repr(token()).encode()).hexdigest()[:16]
+    return f"{source}#{digest}"
+
+
+def _file_sha256(path: str) -> str:
+    """sha256 of a file, remembered per (path, size, mtime): split keys of per-jet layouts."""
+    local = Path(str(path).removeprefix("file://"))
+    if local.is_file():
+        stat = local.stat()
+        return _sha_cached(str(local), stat.st_size, stat.st_mtime_ns)
+    from ..data.dataset import file_sha256
+
+    return file_sha256(path)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha_cached(path: str, size: int, mtime_ns: int) -> str:
+    del size, mtime_ns  # part of the cache key only
+    from ..data.dataset import file_sha256
+
+    return file_sha256(path)

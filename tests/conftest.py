@@ -44,3 +44,33 @@ def dask_client():
     yield client
     client.close()
     cluster.close()
+
+
+SIM_SAMPLE_JETS = 1000
+"""Gen-matched jets (pT_gen >= 20 GeV) in the ``sim_sample`` fixture."""
+
+
+@pytest.fixture(scope="session")
+def sim_sample(tmp_path_factory) -> Path:
+    """A simulated PFNano sample made once per session: folder with ROOT files and data.yaml.
+
+    1,000 gen-matched jets with pT_gen >= 20 GeV, seed 7, two shards run in-process, fixed
+    pile-up mu = 10 from a 500-event minimum-bias library (small, for speed; the default run
+    uses 20,000 events and flat mu 0-70).
+    """
+    pytest.importorskip("pythia8mc")
+    pytest.importorskip("fastjet")
+    from jec_coffea.simulation import (
+        SimulationConfig,
+        default_detector,
+        parse_pileup,
+        simulate,
+    )
+
+    out = tmp_path_factory.mktemp("sim_sample")
+    config = SimulationConfig(
+        detector=default_detector(),
+        pileup=parse_pileup("fixed:10", library_size=500),
+    )
+    simulate(config, out, n_jets=SIM_SAMPLE_JETS, n_shards=2, seed=7, workers=1)
+    return out

@@ -1,0 +1,461 @@
+"""The parametrised detector: tracking, vertexing, calorimeter towers, particle flow, CHS.
+
+Input are the generator particles of a batch of events (hard scatter plus pile-up); output
+are PF candidates and secondary vertices with no generator truth attached. All steps run on
+flat numpy arrays for the whole batch:
+
+1. tracking: charged particles within the tracker acceptance are found with an efficiency,
+   their pT smeared, impact parameters computed from the production vertex and smeared;
+2. vertexing: the hard-scatter vertex is always found; a pile-up vertex is found with an
+   efficiency if it has enough tracks; each track is associated to the nearest vertex in dz
+   significance; charged-hadron subtraction (CHS) drops tracks associated to a pile-up vertex;
+3. calorimeters: every particle of the event (pile-up included) except neutrinos, muons and
+   looping tracks deposits energy at its (bent) impact point: EM particles with response 1,
+   hadrons with the non-compensating response pi/e(E); towers sum deposits per cell, then get
+   noise and thresholds;
+4. particle flow: each tower's energy minus the expected deposit of the tracks linked to it
+   gives a neutral candidate (photon in ECAL, neutral hadron in HCAL, pdgId 2/1 in HF) when
+   the excess is significant; neutral-hadron energies are calibrated by the inverse mean
+   response as PF does;
+5. secondary vertices: displaced reconstructed tracks sharing a decay vertex form an SV with
+   an efficiency, its position smeared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .calorimeter import (
+    CellGrid,
+    hadron_response,
+    invert_hadron_response,
+    resolution,
+    tower_sums,
+)
+from .config import DetectorConfig
+from .generator import NEUTRINOS, Particles, _offsets
+from .vertices import Collection, secondary_vertices
+
+__all__ = ["Collection", "DetectorOutput", "charge_of", "simulate_detector"]
+
+MASS = {211: 0.13957, 11: 0.000511, 13: 0.10566}
+_CHARGE_CACHE: dict[int, float] = {}
+
+
+@dataclass
+class DetectorOutput:
+    """Detector-level objects of a batch of events."""
+
+    candidates: Collection  # all PF candidates, field "chs" = kept by CHS
+    svs: Collection
+    pv_z: np.ndarray
+    npvs: np.ndarray
+
+
+def charge_of(pdg: np.ndarray) -> np.ndarray:
+    """Electric charge of PDG ids, from Pythia's particle data (cached per id)."""
+    pdg = np.asarray(pdg)
+    if len(pdg) == 0:
+        return np.zeros(0)
+    ids, charges = _charge_table()
+    pos = np.clip(np.searchsorted(ids, pdg), 0, len(ids) - 1)
+    known = ids[pos] == pdg if len(ids) else np.zeros(len(pdg), bool)
+    if not known.all():
+        from .. import extras
+
+        pd = extras.pythia8().Pythia("", False).particleData
+        for u in np.unique(pdg[~known]):
+            _CHARGE_CACHE[int(u)] = float(pd.charge(int(u)))
+        ids, charges = _charge_table()
+        pos = np.searchsorted(ids, pdg)
+    return charges[pos]
+
+
+def _charge_table() -> tuple[np.ndarray, np.ndarray]:
+    ids = np.array(sorted(_CHARGE_CACHE), dtype=np.int64)
+    return ids, np.array([_CHARGE_CACHE[int(i)] for i in ids], dtype=np.float64)
+
+
+def _kinematics(px, py, pz, e):
+    pt = np.hypot(px, py)
+    p = np.sqrt(pt**2 + pz**2)
+    eta = np.arcsinh(np.divide(pz, pt, out=np.full_like(pz, 1e4 * 1.0), where=pt > 0))
+    eta = np.where(pt > 0, eta, np.sign(pz) * 20.0)
+    phi = np.arctan2(py, px)
+    return pt, p, eta, phi
+
+
+def _wrap(phi):
+    return (phi + np.pi) % (2 * np.pi) - np.pi
+
+
+def simulate_detector(
+    hard: Particles,
+    pileup: Particles | None,
+    pu_interaction: np.ndarray | None,
+    pu_vertex_z: np.ndarray | None,
+    n_pu: np.ndarray,
+    det: DetectorConfig,
+    rng: np.random.Generator,
+    sigma_z_cm: float,
+) -> DetectorOutput:
+    """Run the detector on hard-scatter plus pile-up particles of a batch of events.
+
+    Parameters
+    ----------
+    hard, pileup
+        Stable generator particles (positions in cm); pile-up positions already include the
+        vertex z of their interaction.
+    pu_interaction, pu_vertex_z
+        Per pile-up particle the index of its interaction; per interaction its z [cm].
+    n_pu
+        Pile-up interactions per event (to index interactions per event).
+    """
+    n_ev = hard.n_events
+    z_hs = rng.normal(0.0, sigma_z_cm, n_ev)
+    # ---- merge hard scatter and pile-up ----------------------------------------------------
+    ev_h = hard.event
+    vz_h = hard.vz + z_hs[ev_h]
+    n_int = int(n_pu.sum())
+    int_event = np.repeat(np.arange(n_ev), n_pu)
+    if pileup is None or len(pileup.px) == 0:
+        cols = [hard.px, hard.py, hard.pz, hard.e, hard.pdg, hard.vx, hard.vy, vz_h]
+        ev = ev_h
+        vtx = np.full(len(ev_h), -1, np.int64)
+    else:
+        ev_p = pileup.event
+        cols = [
+            np.concatenate([a, b])
+            for a, b in zip(
+                [hard.px, hard.py, hard.pz, hard.e, hard.pdg, hard.vx, hard.vy, vz_h],
+                [
+                    pileup.px,
+                    pileup.py,
+                    pileup.pz,
+                    pileup.e,
+                    pileup.pdg,
+                    pileup.vx,
+                    pileup.vy,
+                    pileup.vz,
+                ],
+                strict=True,
+            )
+        ]
+        ev = np.concatenate([ev_h, ev_p])
+        vtx = np.concatenate([np.full(len(ev_h), -1, np.int64), pu_interaction])
+    # particles need not be grouped by event: every later step keys on ``ev``
+    px, py, pz, e, pdg, vx, vy, vz = cols
+    apdg = np.abs(pdg)
+    visible = ~np.isin(apdg, NEUTRINOS)
+    pt, p, eta, phi = _kinematics(px, py, pz, e)
+    visible &= np.abs(eta) < 5.0
+    q = charge_of(pdg)
+
+    # ---- tracking -------------------------------------------------------------------------
+    trk = det.tracking
+    aeta = np.abs(eta)
+    eff = np.where(aeta < trk.barrel_eta, trk.efficiency_barrel, trk.efficiency_endcap)
+    charged = visible & (q != 0)
+    if trk.low_pt_turn_on_gev > 0:
+        eff = eff * (
+            1.0
+            - 0.5
+            * np.exp(-np.maximum(pt - trk.pt_min_gev, 0.0) / trk.low_pt_turn_on_gev)
+        )
+    in_volume = np.hypot(vx, vy) < trk.max_prod_radius_cm
+    tracked = (
+        charged
+        & in_volume
+        & (aeta < trk.eta_max)
+        & (pt > trk.pt_min_gev)
+        & (rng.random(len(pt)) < eff)
+    )
+    tracked &= ~_merged_in_core(ev, eta, phi, pt, tracked, trk, rng)
+    it = np.flatnonzero(tracked)
+    t_pt, t_eta, t_phi, t_q, t_ev = pt[it], eta[it], phi[it], q[it], ev[it]
+    scale = np.where(np.abs(t_eta) < trk.barrel_eta, 1.0, trk.endcap_res_scale)
+    rel = scale * np.hypot(trk.pt_res_a, trk.pt_res_b_per_gev * t_pt)
+    t_ptm = t_pt * np.abs(1.0 + rel * rng.standard_normal(len(it)))
+    d0_err = np.hypot(trk.d0_res_a_cm, trk.d0_res_b_cm_gev / t_pt)
+    dz_err = np.hypot(trk.dz_res_a_cm, trk.dz_res_b_cm_gev / t_pt)
+    tx, ty, tz = vx[it], vy[it], vz[it]
+    d0_true = (tx * py[it] - ty * px[it]) / t_pt
+    z_ca = tz - (tx * px[it] + ty * py[it]) / t_pt * pz[it] / t_pt
+    d0 = d0_true + d0_err * rng.standard_normal(len(it))
+    z_meas = z_ca + dz_err * rng.standard_normal(len(it))
+    r_prod = np.hypot(tx, ty)
+    lost = (r_prod > 2.9).astype(np.int32) + (r_prod > 6.8).astype(np.int32)
+    chi2 = rng.chisquare(12, len(it)) / 12.0
+
+    # ---- vertices and CHS -----------------------------------------------------------------
+    vtxc = det.vertexing
+    t_vtx = vtx[it]
+    if n_int:
+        ntrk_int = np.bincount(t_vtx[t_vtx >= 0], minlength=n_int)
+        found = (ntrk_int >= vtxc.min_tracks) & (
+            rng.random(n_int) < vtxc.pu_vertex_efficiency
+        )
+    else:
+        found = np.zeros(0, bool)
+    pv_z = z_hs + vtxc.z_resolution_cm * rng.standard_normal(n_ev)
+    fi = np.flatnonzero(found)
+    v_ev = np.concatenate([np.arange(n_ev), int_event[fi]])
+    v_z = (
+        np.concatenate(
+            [
+                pv_z,
+                pu_vertex_z[fi] + vtxc.z_resolution_cm * rng.standard_normal(len(fi)),
+            ]
+        )
+        if len(fi)
+        else pv_z
+    )
+    v_is_pv = np.concatenate([np.ones(n_ev, bool), np.zeros(len(fi), bool)])
+    npvs = np.bincount(v_ev, minlength=n_ev).astype(np.int32)
+    span = 1e4  # cm; separates events on one sorted axis
+    vkey = v_ev * span + v_z
+    vord = np.argsort(vkey)
+    vkey_s, v_is_pv_s = vkey[vord], v_is_pv[vord]
+    tkey = t_ev * span + z_meas
+    pos = np.searchsorted(vkey_s, tkey)
+    left = np.clip(pos - 1, 0, len(vkey_s) - 1)
+    right = np.clip(pos, 0, len(vkey_s) - 1)
+    dl, dr = np.abs(tkey - vkey_s[left]), np.abs(tkey - vkey_s[right])
+    nearest = np.where(dl < dr, left, right)
+    dist = np.minimum(dl, dr)
+    sig = dist / np.hypot(dz_err, vtxc.z_resolution_cm)
+    assoc = sig < vtxc.assoc_nsigma
+    to_pu = assoc & ~v_is_pv_s[nearest]
+    dz_pv = z_meas - pv_z[t_ev]
+    quality = np.where(
+        assoc & ~to_pu, 7, np.where(to_pu, 7, np.where(np.abs(dz_pv) < 0.3, 5, 0))
+    )
+    from_pv_track = ~to_pu
+
+    # ---- lepton identification -------------------------------------------------------------
+    lep = det.leptons
+    t_apdg = apdg[it]
+    is_mu = (
+        (t_apdg == 13)
+        & (np.abs(t_eta) < lep.muon_eta_max)
+        & (p[it] > lep.muon_p_min_gev)
+        & (rng.random(len(it)) < lep.muon_efficiency)
+    )
+    is_ele = (
+        (t_apdg == 11)
+        & (t_pt > lep.electron_pt_min_gev)
+        & (rng.random(len(it)) < lep.electron_efficiency)
+    )
+    t_id = np.where(is_mu, 13, np.where(is_ele, 11, 211))
+    t_mass = np.select([is_mu, is_ele], [MASS[13], MASS[11]], MASS[211])
+
+    # ---- calorimeter deposits ---------------------------------------------------------------
+    reach_r = np.minimum(
+        trk.calo_radius_m, 3.15 / np.maximum(np.abs(np.sinh(eta)), 1e-6)
+    )
+    curl = 0.3 * trk.bfield_t * reach_r / (2.0 * np.maximum(pt, 1e-6))
+    loops = charged & (curl >= 1.0)
+    is_muon_like = apdg == 13
+    deposits = (
+        visible
+        & ~loops
+        & ~is_muon_like
+        & ~_lost_conversions(apdg, pt, aeta, curl, trk, rng)
+    )
+    phi_calo = np.where(charged, _wrap(phi - q * np.arcsin(np.minimum(curl, 1.0))), phi)
+    is_em = (apdg == 11) | (apdg == 22)
+    in_hf = aeta >= det.hf_em.eta_min
+    grids = {
+        "ecal": CellGrid.from_config(det.ecal),
+        "hcal": CellGrid.from_config(det.hcal),
+        "hf_em": CellGrid.from_config(det.hf_em),
+        "hf_had": CellGrid.from_config(det.hf_had),
+    }
+    layer_of = {
+        "ecal": deposits & is_em & ~in_hf,
+        "hcal": deposits & ~is_em & ~in_hf,
+        "hf_em": deposits & is_em & in_hf,
+        "hf_had": deposits & ~is_em & in_hf,
+    }
+    # tracks linked to the calorimeters (muons excluded): PF subtracts their expected energy
+    t_reach = deposits[it] & ~is_mu
+    t_e_meas = np.sqrt((t_ptm * np.cosh(t_eta)) ** 2 + t_mass**2)
+    neutral_cols = []
+    for name, grid in grids.items():
+        sel = np.flatnonzero(layer_of[name])
+        tsel = np.flatnonzero(t_reach & layer_of[name][it])
+        cols = _pf_layer(
+            det,
+            name,
+            grid,
+            rng,
+            (ev[sel], e[sel], eta[sel], phi_calo[sel]),
+            (t_ev[tsel], t_e_meas[tsel], t_eta[tsel], phi_calo[it[tsel]]),
+        )
+        if cols is not None:
+            neutral_cols.append(cols)
+
+    # ---- assemble PF candidates -------------------------------------------------------------
+    n_e = (
+        np.concatenate([c["e"] for c in neutral_cols]) if neutral_cols else np.zeros(0)
+    )
+    n_eta = (
+        np.concatenate([c["eta"] for c in neutral_cols])
+        if neutral_cols
+        else np.zeros(0)
+    )
+    n_phi = (
+        np.concatenate([c["phi"] for c in neutral_cols])
+        if neutral_cols
+        else np.zeros(0)
+    )
+    n_ev_idx = (
+        np.concatenate([c["event"] for c in neutral_cols]).astype(np.int64)
+        if neutral_cols
+        else np.zeros(0, np.int64)
+    )
+    n_pid = (
+        np.concatenate([c["pdgId"] for c in neutral_cols])
+        if neutral_cols
+        else np.zeros(0, np.int32)
+    )
+    n_n = len(n_e)
+    n_t = len(it)
+    neg1 = np.full(n_n, -1.0)
+    data = {
+        "pt": np.concatenate([t_ptm, n_e / np.cosh(n_eta)]),
+        "eta": np.concatenate([t_eta, n_eta]),
+        "phi": np.concatenate([t_phi, n_phi]),
+        "mass": np.concatenate([t_mass, np.zeros(n_n)]),
+        "charge": np.concatenate([t_q.astype(np.int32), np.zeros(n_n, np.int32)]),
+        "pdgId": np.concatenate(
+            [
+                (t_id * np.sign(-t_q) * np.where(t_id == 211, -1, 1)).astype(np.int32),
+                n_pid,
+            ]
+        ),
+        "d0": np.concatenate([d0, neg1]),
+        "d0Err": np.concatenate([d0_err, neg1]),
+        "dz": np.concatenate([dz_pv, neg1]),
+        "dzErr": np.concatenate([dz_err, neg1]),
+        "puppiWeight": np.ones(n_t + n_n),
+        "pvAssocQuality": np.concatenate([quality, np.full(n_n, 7)]).astype(np.int32),
+        "lostInnerHits": np.concatenate([lost, np.full(n_n, -1)]).astype(np.int32),
+        "trkChi2": np.concatenate([chi2, neg1]),
+        "chs": np.concatenate([from_pv_track, np.ones(n_n, bool)]),
+    }
+    cand_ev = np.concatenate([t_ev, n_ev_idx])
+    order = np.argsort(cand_ev, kind="stable")
+    data = {k: v[order] for k, v in data.items()}
+    cands = Collection(data, _offsets(np.bincount(cand_ev, minlength=n_ev)))
+
+    # ---- secondary vertices -----------------------------------------------------------------
+    svs = secondary_vertices(
+        det, rng, n_ev, t_ev, t_ptm, t_eta, t_phi, tx, ty, tz, t_vtx, z_hs, pv_z
+    )
+    return DetectorOutput(cands, svs, pv_z, npvs)
+
+
+def _lost_conversions(apdg, pt, aeta, curl, trk, rng) -> np.ndarray:
+    """Photons converting in the tracker whose e+e- legs curl up before the calorimeter.
+
+    The conversion probability is 1 - exp(-7/9 x/X0) with the tracker material x/X0(|eta|);
+    the pair shares the photon pT, so a converted photon whose half-pT would loop (the
+    ``curl`` of a charged particle of twice its pT) deposits nothing.
+    """
+    lost = np.zeros(len(pt), bool)
+    cand = np.flatnonzero((apdg == 22) & (2.0 * curl >= 1.0))
+    x0 = np.interp(aeta[cand], trk.material_eta, trk.material_x0, right=0.0)
+    p_conv = 1.0 - np.exp(-7.0 / 9.0 * x0)
+    lost[cand[rng.random(len(cand)) < p_conv]] = True
+    return lost
+
+
+def _merged_in_core(ev, eta, phi, pt, tracked, trk, rng) -> np.ndarray:
+    """Tracks lost because they share pixel hits with another track in a dense jet core.
+
+    Tracks above ``core_pt_min_gev`` are binned in (eta, phi) cells of ``core_cell``; each
+    track in a cell holding two or more is lost with probability ``core_merge_loss`` (hit
+    merging makes the tracking efficiency fall in TeV jet cores, CMS-TRK-11-001 Fig. 13).
+    """
+    cand = np.flatnonzero(tracked & (pt > trk.core_pt_min_gev))
+    lost = np.zeros(len(pt), bool)
+    if len(cand) == 0 or trk.core_merge_loss == 0:
+        return lost
+    ie = np.floor(eta[cand] / trk.core_cell).astype(np.int64)
+    ip = np.floor((phi[cand] + np.pi) / trk.core_cell).astype(np.int64)
+    key = (ev[cand].astype(np.int64) * 4096 + (ie + 2048)) * 4096 + ip
+    _, inv, counts = np.unique(key, return_inverse=True, return_counts=True)
+    shared = counts[inv.ravel()] >= 2
+    lost[cand[shared & (rng.random(len(cand)) < trk.core_merge_loss)]] = True
+    return lost
+
+
+PF_ID = {"ecal": 22, "hcal": 130, "hf_em": 2, "hf_had": 1}
+
+
+def _pf_layer(det: DetectorConfig, name: str, grid: CellGrid, rng, deposits, tracks):
+    """Towers of one calorimeter and the neutral PF candidates they leave after track linking.
+
+    Each particle deposits ``E * response`` with a Gamma-distributed fluctuation of the
+    calorimeter's resolution (non-negative, mean preserved). Towers get noise and a threshold.
+    PF calibrates the tower (hadronic layers: inverse mean pi/e response), compares it with the
+    sum of linked track energies and makes a neutral candidate from the excess if it exceeds
+    ``neutral_excess_nsigma`` times the expected resolution and the PF energy threshold.
+    """
+    calo = getattr(det, name)
+    pf = det.particle_flow
+    em_layer = name in ("ecal", "hf_em")
+    resp_cfg = det.hf_hadron_response if name == "hf_had" else det.hadron_response
+    d_ev, d_e, d_eta, d_phi = deposits
+    t_ev, t_e, t_eta, t_phi = tracks
+    resp = (
+        np.full(len(d_e), det.em_response)
+        if em_layer
+        else hadron_response(resp_cfg, d_e)
+    )
+    mean = np.maximum(d_e * resp, 1e-9)
+    sigma = resp * np.sqrt(calo.stochastic**2 * d_e + (calo.constant * d_e) ** 2)
+    shape = (mean / np.maximum(sigma, 1e-12)) ** 2
+    measured = rng.gamma(shape, mean / shape)
+    cell = grid.cell(d_eta, d_phi)
+    tcell = grid.cell(t_eta, t_phi)
+    ok, tok = cell >= 0, tcell >= 0
+    if not ok.any() and not tok.any():
+        return None
+    all_ev = np.concatenate([d_ev[ok], t_ev[tok]])
+    all_cell = np.concatenate([cell[ok], tcell[tok]])
+    w_meas = np.concatenate([measured[ok], np.zeros(tok.sum())])
+    w_exp = np.concatenate([np.zeros(ok.sum()), t_e[tok]])
+    tev, tcl, (e_meas, e_trk) = tower_sums(
+        all_ev, all_cell, [w_meas, w_exp], grid.n_cells
+    )
+    e_meas = e_meas + calo.noise_gev * rng.standard_normal(len(e_meas))
+    e_meas = np.where(e_meas > calo.threshold_gev, e_meas, 0.0)
+    if em_layer:
+        e_cal = e_meas / det.em_response
+        expected = e_trk
+    elif pf.hadron_calibration == "full":
+        e_cal = invert_hadron_response(resp_cfg, e_meas)
+        expected = e_trk
+    elif pf.hadron_calibration == "linear":
+        e_cal = e_meas / hadron_response(resp_cfg, np.asarray(pf.calibration_ref_gev))
+        expected = e_trk
+    else:
+        e_cal = e_meas
+        expected = e_trk * hadron_response(resp_cfg, e_trk)
+    sig_exp = np.where(e_trk > 0, resolution(calo, e_trk), 0.0)
+    excess = e_cal - expected
+    min_e = pf.photon_min_gev if em_layer else pf.neutral_hadron_min_gev
+    keep = (excess > pf.neutral_excess_nsigma * sig_exp) & (excess > min_e)
+    ceta, cphi = grid.centre(tcl[keep])
+    e_neu = excess[keep]
+    return {
+        "event": tev[keep],
+        "e": e_neu,
+        "eta": ceta,
+        "phi": cphi,
+        "pdgId": np.full(len(e_neu), PF_ID[name], np.int32),
+    }

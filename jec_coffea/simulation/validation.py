@@ -1,0 +1,278 @@
+"""Realism checks of a simulated sample against CMS references.
+
+The checks compare the raw (uncalibrated) jets of a simulated sample with the CMS
+Summer19UL18_V5_MC L1FastJet x L2Relative AK4PFchs correction and the
+Summer19UL17_JRV3_MC PtResolution AK4PFchs, both evaluated through coffea's
+``jetmet_tools`` on the text files in ``../shared/data/jec``:
+
+(a) inverse median raw response vs the L1L2 factor (at each jet's rho, area, raw pT),
+    |eta| < 2.5, 30 GeV - 1 TeV: ratio within 0.8-1.25;
+(b) Gaussian-core resolution (iterative +-1.5 sigma fit, 3 iterations) vs PtResolution at the
+    bin's median eta, rho and pT_gen: ratio within 0.7-1.4;
+(c) g - uds median raw response at 30-50 GeV, |eta| < 1.3, between -8% and -1%, and
+    mean neHEF(g) > neHEF(uds);
+(d) offset per unit rho*A (slope of median(pT_raw - pT_gen) vs median(rho*A) across rho
+    quintiles, 30-100 GeV, |eta| < 2.5): within 0.4-0.9.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import awkward as ak
+import numpy as np
+import uproot
+
+from ..errors import InputFileError
+
+__all__ = ["Check", "ValidationReport", "gaussian_core", "load_jets", "validate"]
+
+log = logging.getLogger(__name__)
+
+ETA_BINS = ((0.0, 1.3), (1.3, 2.5))
+PT_BINS = (30, 50, 100, 200, 500, 1000)
+JEC_L1 = "Summer19UL18_V5_MC_L1FastJet_AK4PFchs"
+JEC_L2 = "Summer19UL18_V5_MC_L2Relative_AK4PFchs"
+JER = "Summer19UL17_JRV3_MC_PtResolution_AK4PFchs"
+BRANCHES = [
+    "Jet_pt", "Jet_eta", "Jet_phi", "Jet_area", "Jet_rawFactor", "Jet_genJetIdx", "Jet_neHEF",
+    "Jet_hadronFlavour", "Jet_partonFlavour", "GenJet_pt", "GenJet_eta", "GenJet_phi",
+    "fixedGridRhoFastjetAll",
+]  # fmt: skip
+
+
+@dataclass
+class Check:
+    """One realism figure with its accepted range."""
+
+    name: str
+    value: float
+    low: float
+    high: float
+    detail: str = ""
+
+    @property
+    def passed(self) -> bool:
+        """Whether the value lies in [low, high]."""
+        return bool(np.isfinite(self.value) and self.low <= self.value <= self.high)
+
+
+@dataclass
+class ValidationReport:
+    """Tables and checks of one sample."""
+
+    n_jets: int
+    mean_rho: float
+    response_table: list[dict] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        """All checks passed."""
+        return all(c.passed for c in self.checks)
+
+
+def load_jets(paths: list[str | Path]) -> dict[str, np.ndarray]:
+    """Gen-matched jets (DESIGN.md rule: genJetIdx and dR < 0.2) of PFNano files as flat arrays."""
+    parts = []
+    for p in paths:
+        try:
+            with uproot.open(p) as f:
+                a = f["Events"].arrays(BRANCHES)
+        except (OSError, KeyError, ValueError) as err:
+            raise InputFileError(
+                str(p), f"cannot read the PFNano branches: {err}"
+            ) from err
+        idx = a.Jet_genJetIdx
+        ok = (idx >= 0) & (idx < ak.num(a.GenJet_pt))
+        safe = ak.where(ok, idx, 0)
+        gpt = ak.where(ok, _take(a.GenJet_pt, safe), np.nan)
+        geta = ak.where(ok, _take(a.GenJet_eta, safe), np.nan)
+        gphi = ak.where(ok, _take(a.GenJet_phi, safe), np.nan)
+        dphi = (a.Jet_phi - gphi + np.pi) % (2 * np.pi) - np.pi
+        dr = np.hypot(a.Jet_eta - geta, dphi)
+        m = ok & (dr < 0.2)
+        rho = ak.broadcast_arrays(a.fixedGridRhoFastjetAll, a.Jet_pt)[0]
+        flat = {
+            "pt_raw": a.Jet_pt * (1 - a.Jet_rawFactor),
+            "eta": a.Jet_eta,
+            "area": a.Jet_area,
+            "neHEF": a.Jet_neHEF,
+            "had": a.Jet_hadronFlavour,
+            "par": a.Jet_partonFlavour,
+            "pt_gen": gpt,
+            "eta_gen": geta,
+            "rho": rho,
+        }
+        parts.append(
+            {
+                k: ak.to_numpy(ak.flatten(v[m])).astype(np.float64)
+                for k, v in flat.items()
+            }
+        )
+    return {k: np.concatenate([q[k] for q in parts]) for k in parts[0]}
+
+
+def _take(collection, idx):
+    padded = ak.pad_none(collection, 1)
+    return ak.fill_none(padded[idx], np.nan)
+
+
+def gaussian_core(
+    x: np.ndarray, n_iter: int = 3, width: float = 1.5
+) -> tuple[float, float]:
+    """Mean and sigma of an iterative Gaussian fit within +-width sigma (CMS JER convention)."""
+    from scipy.optimize import curve_fit
+
+    x = x[np.isfinite(x)]
+    if len(x) < 20:
+        return np.nan, np.nan
+    mu, sig = (
+        float(np.median(x)),
+        float(0.7413 * np.subtract(*np.percentile(x, [75, 25]))),
+    )
+    for _ in range(n_iter):
+        lo, hi = mu - width * sig, mu + width * sig
+        sel = x[(x > lo) & (x < hi)]
+        nb = int(np.clip(len(sel) / 10, 10, 60))
+        h, edges = np.histogram(sel, bins=nb, range=(lo, hi))
+        c = 0.5 * (edges[1:] + edges[:-1])
+        try:
+            (_amp, mu, sig), _ = curve_fit(
+                lambda t, a, m, s: a * np.exp(-0.5 * ((t - m) / s) ** 2),
+                c, h, p0=(h.max(), mu, sig), sigma=np.sqrt(np.maximum(h, 1)),
+            )  # fmt: skip
+        except RuntimeError:
+            return mu, abs(sig)
+        sig = abs(sig)
+    return float(mu), float(sig)
+
+
+def _references(jec_dir: Path):
+    from coffea.jetmet_tools import FactorizedJetCorrector, JetResolution
+    from coffea.lookup_tools import extractor
+
+    files = {
+        JEC_L1: jec_dir / f"{JEC_L1}.jec.txt.gz",
+        JEC_L2: jec_dir / f"{JEC_L2}.jec.txt.gz",
+        JER: jec_dir / f"{JER}.jr.txt.gz",
+    }
+    for f in files.values():
+        if not f.is_file():
+            raise InputFileError(str(f), "CMS reference file not found (set --jec-dir)")
+    ext = extractor()
+    ext.add_weight_sets([f"* * {f}" for f in files.values()])
+    ext.finalize()
+    ev = ext.make_evaluator()
+    corr = FactorizedJetCorrector(**{JEC_L1: ev[JEC_L1], JEC_L2: ev[JEC_L2]})
+    jer = JetResolution(**{JER: ev[JER]})
+    return corr, jer
+
+
+def _flavour(had: np.ndarray, par: np.ndarray) -> np.ndarray:
+    from ..data.jet_table import FLAVOUR_GROUPS, flavour_group
+
+    return np.asarray(FLAVOUR_GROUPS)[flavour_group(had.astype(int), par.astype(int))]
+
+
+def validate(paths: list[str | Path], jec_dir: str | Path) -> ValidationReport:
+    """Compute the realism table and the checks (a)-(d) for PFNano files."""
+    j = load_jets(paths)
+    corr, jer = _references(Path(jec_dir))
+    resp = j["pt_raw"] / j["pt_gen"]
+    aeta = np.abs(j["eta_gen"])
+    flav = _flavour(j["had"], j["par"])
+    l1l2 = corr.getCorrection(
+        JetEta=j["eta"], Rho=j["rho"], JetPt=j["pt_raw"], JetA=j["area"]
+    )
+    rep = ValidationReport(n_jets=len(resp), mean_rho=float(np.mean(j["rho"])))
+    ratios, res_ratios = [], []
+    for elo, ehi in ETA_BINS:
+        for plo, phi_ in itertools.pairwise(PT_BINS):
+            s = (
+                (aeta >= elo)
+                & (aeta < ehi)
+                & (j["pt_gen"] >= plo)
+                & (j["pt_gen"] < phi_)
+            )
+            if s.sum() < 50:
+                continue
+            med = float(np.median(resp[s]))
+            fac = float(np.median(l1l2[s]))
+            mu, sig = gaussian_core(resp[s])
+            ref = float(
+                np.median(
+                    jer.getResolution(
+                        JetEta=j["eta"][s], Rho=j["rho"][s], JetPt=j["pt_gen"][s]
+                    )
+                )
+            )
+            row = {
+                "eta": f"{elo}-{ehi}", "pt": f"{plo}-{phi_}", "n": int(s.sum()), "median": med,
+                "inv_over_l1l2": (1 / med) / fac, "l1l2": fac, "res": sig / mu, "jer": ref,
+                "res_ratio": (sig / mu) / ref,
+            }  # fmt: skip
+            for f in ("uds", "c", "b", "g"):
+                sf = s & (flav == f)
+                row[f] = float(np.median(resp[sf])) if sf.sum() >= 20 else np.nan
+            rep.response_table.append(row)
+            ratios.append(row["inv_over_l1l2"])
+            res_ratios.append(row["res_ratio"])
+    rep.checks.append(
+        Check("(a) (1/median R) / L1L2, min", min(ratios, default=np.nan), 0.8, 1.25)
+    )
+    rep.checks.append(
+        Check("(a) (1/median R) / L1L2, max", max(ratios, default=np.nan), 0.8, 1.25)
+    )
+    rep.checks.append(
+        Check(
+            "(b) core resolution / JER, min", min(res_ratios, default=np.nan), 0.7, 1.4
+        )
+    )
+    rep.checks.append(
+        Check(
+            "(b) core resolution / JER, max", max(res_ratios, default=np.nan), 0.7, 1.4
+        )
+    )
+    s = (aeta < 1.3) & (j["pt_gen"] >= 30) & (j["pt_gen"] < 50)
+    g, u = s & (flav == "g"), s & (flav == "uds")
+    diff = (
+        float(np.median(resp[g]) - np.median(resp[u]))
+        if g.sum() > 20 and u.sum() > 20
+        else np.nan
+    )
+    rep.checks.append(
+        Check(
+            "(c) median R(g) - R(uds), 30-50 GeV",
+            diff,
+            -0.08,
+            -0.01,
+            f"{g.sum()} g, {u.sum()} uds",
+        )
+    )
+    dneh = (
+        float(np.mean(j["neHEF"][g]) - np.mean(j["neHEF"][u]))
+        if g.sum() and u.sum()
+        else np.nan
+    )
+    rep.checks.append(Check("(c) neHEF(g) - neHEF(uds)", dneh, 1e-9, np.inf))
+    rep.checks.append(
+        Check("(d) offset / (rho A) slope", _offset_slope(j, aeta), 0.4, 0.9)
+    )
+    return rep
+
+
+def _offset_slope(j: dict[str, np.ndarray], aeta: np.ndarray) -> float:
+    """Slope of median(pT_raw - pT_gen) vs median(rho*A) across rho quintiles (30-100 GeV)."""
+    s = (aeta < 2.5) & (j["pt_gen"] >= 30) & (j["pt_gen"] < 100)
+    if s.sum() < 100:
+        return np.nan
+    rho = j["rho"][s]
+    q = np.quantile(rho, np.linspace(0, 1, 6))
+    b = np.clip(np.searchsorted(q, rho, side="right") - 1, 0, 4)
+    x = np.array([np.median((rho * j["area"][s])[b == k]) for k in range(5)])
+    y = np.array([np.median((j["pt_raw"] - j["pt_gen"])[s][b == k]) for k in range(5)])
+    return float(np.polyfit(x, y, 1)[0])

@@ -1,0 +1,84 @@
+"""PFNano ROOT writer (uproot ``mktree``/``extend``) with the simulation settings as metadata.
+
+The ``Events`` tree holds the PFNano branches (collections as ``n<Name>`` counters plus
+``<Name>_<field>`` jagged branches, exactly as NanoAOD does). The generator, pile-up and
+detector settings go into the file as the JSON string ``jec_coffea_metadata`` (a TObjString)
+together with the detector hash, so a file says how it was made.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import awkward as ak
+import uproot
+
+from ..errors import InputFileError
+
+__all__ = ["METADATA_KEY", "PFNanoWriter", "read_metadata"]
+
+log = logging.getLogger(__name__)
+
+METADATA_KEY = "jec_coffea_metadata"
+"""Name of the TObjString with the JSON metadata in every simulated file."""
+
+
+class PFNanoWriter:
+    """Write batches of PFNano arrays into one ROOT file (use with ``contextlib.closing``).
+
+    Parameters
+    ----------
+    path
+        Output file (overwritten).
+    metadata
+        JSON-serialisable settings stored as the ``jec_coffea_metadata`` string.
+    """
+
+    def __init__(self, path: str | Path, metadata: dict) -> None:
+        self.path = Path(path)
+        self.metadata = metadata
+        self._file = uproot.recreate(self.path)
+        self._file[METADATA_KEY] = json.dumps(metadata, sort_keys=True)
+        self._tree = None
+        self.n_events = 0
+
+    def write(self, arrays: dict) -> None:
+        """Append one batch (dict of branch or collection name -> array)."""
+        n = len(arrays["event"])
+        if n == 0:
+            return
+        if self._tree is None:
+            types = {
+                k: (v.type if isinstance(v, ak.Array) else v.dtype)
+                for k, v in arrays.items()
+            }
+            self._tree = self._file.mktree("Events", types, title="Events")
+        self._tree.extend(arrays)
+        self.n_events += n
+
+    def close(self) -> None:
+        """Close the file."""
+        self._file.close()
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The simulation metadata of a file written by :class:`PFNanoWriter`.
+
+    Raises
+    ------
+    InputFileError
+        If the file cannot be opened or holds no jec-coffea metadata.
+    """
+    try:
+        with uproot.open(path) as f:
+            if METADATA_KEY not in f:
+                raise InputFileError(
+                    str(path), f"no {METADATA_KEY!r} (not a jec-coffea simulated file)"
+                )
+            return json.loads(str(f[METADATA_KEY]))
+    except InputFileError:
+        raise
+    except (OSError, ValueError) as err:
+        raise InputFileError(str(path), f"cannot read: {err}") from err

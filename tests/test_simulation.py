@@ -1,0 +1,339 @@
+"""The simulated PFNano sample: file contract, coffea reading, reproducibility, physics pieces."""
+
+from __future__ import annotations
+
+import awkward as ak
+import numpy as np
+import pytest
+import uproot
+import yaml
+
+from jec_coffea.cli import main
+from jec_coffea.errors import ConfigError, InputFileError
+
+pytest.importorskip("pythia8mc")
+pytest.importorskip("fastjet")
+
+from jec_coffea.simulation import (
+    SimulationConfig,
+    default_detector,
+    detector_hash,
+    load_detector,
+    parse_pileup,
+    read_metadata,
+)
+from jec_coffea.simulation.calorimeter import (
+    CellGrid,
+    hadron_response,
+    invert_hadron_response,
+)
+from jec_coffea.simulation.config import Jets
+from jec_coffea.simulation.generator import MinBiasLibrary
+from jec_coffea.simulation.pipeline import EventSimulator
+from jec_coffea.simulation.reconstruction import (
+    flavour_from_ghosts,
+    ghost_grid,
+    greedy_match,
+    grid_rho,
+)
+
+ALLOWED_PDG = {211, 130, 22, 11, 13, 1, 2}
+COFFEA_XREF = "ignore:Missing cross-reference index:RuntimeWarning"
+
+
+def _files(folder):
+    return sorted(str(p) for p in folder.glob("*.root"))
+
+
+def _events(folder):
+    return ak.concatenate([uproot.open(p)["Events"].arrays() for p in _files(folder)])
+
+
+# ---------------------------------------------------------------- the file contract
+
+
+def test_sample_counts_and_data_yaml(sim_sample):
+    desc = yaml.safe_load((sim_sample / "data.yaml").read_text())
+    assert len(desc["files"]) == 2
+    ev = _events(sim_sample)
+    for entry in desc["files"]:
+        assert entry["layout"] == "pfnano"
+        assert entry["tree"] == "Events"
+        assert len(entry["sha256"]) == 64
+    assert sum(e["n_events"] for e in desc["files"]) == len(ev)
+    assert sum(e["n_jets"] for e in desc["files"]) == ak.sum(ak.num(ev.Jet_pt))
+    # --jets counts gen-matched (index and dR < 0.2) jets with pT_gen >= 20 GeV
+    idx = ev.Jet_genJetIdx
+    has = idx >= 0
+    g = (
+        ev.GenJet_pt[ak.where(has, idx, 0)]
+        if ak.all(ak.num(ev.GenJet_pt) > 0)
+        else None
+    )
+    assert g is not None
+    geta = ev.GenJet_eta[ak.where(has, idx, 0)]
+    gphi = ev.GenJet_phi[ak.where(has, idx, 0)]
+    dr = np.hypot(ev.Jet_eta - geta, (ev.Jet_phi - gphi + np.pi) % (2 * np.pi) - np.pi)
+    n_target = ak.sum(has & (dr < 0.2) & (g >= 20))
+    assert 1000 <= n_target <= 1010
+
+
+def test_pfcands_contract(sim_sample):
+    ev = _events(sim_sample)
+    assert set(np.unique(np.abs(ak.flatten(ev.PFCands_pdgId)))) <= ALLOWED_PDG
+    # JetPFCands rows contiguous in jet order; nConstituents = candidates per jet
+    jidx = ev.JetPFCands_jetIdx
+    assert ak.all(jidx[:, 1:] >= jidx[:, :-1])
+    assert ak.all(ak.sum(ev.Jet_nConstituents, axis=1) == ak.num(jidx))
+    counts = ak.run_lengths(jidx)
+    nonempty = ev.Jet_nConstituents[ev.Jet_nConstituents > 0]
+    assert ak.all(ak.flatten(counts) == ak.flatten(nonempty))
+    # PFCands hold exactly the constituents of stored jets, each once
+    assert ak.all(ak.num(ev.PFCands_pt) == ak.num(jidx))
+    assert ak.all(ak.sort(ev.JetPFCands_pFCandsIdx) == ak.local_index(ev.PFCands_pt))
+    # the four-vector sum of a jet's candidates is its raw pT (DESIGN.md: within 0.1%)
+    pf = ev.PFCands_pt[ev.JetPFCands_pFCandsIdx]
+    phi = ev.PFCands_phi[ev.JetPFCands_pFCandsIdx]
+    lens = ak.flatten(ev.Jet_nConstituents)
+    px = ak.sum(ak.unflatten(ak.flatten(pf * np.cos(phi)), lens), axis=1)
+    py = ak.sum(ak.unflatten(ak.flatten(pf * np.sin(phi)), lens), axis=1)
+    jpt = ak.flatten(ev.Jet_pt)
+    assert np.max(np.abs(np.hypot(px, py) / jpt - 1)) < 1e-3
+    assert ak.all(ev.Jet_rawFactor == 0)
+    assert ak.min(ev.Jet_pt) >= 8.0
+    assert ak.all(ev.JetSVs_sVIdx < ak.num(ev.SV_pt)[:, None])
+
+
+def test_event_ids_unique_and_event_branches(sim_sample):
+    ev = _events(sim_sample)
+    ids = np.stack(
+        [
+            ak.to_numpy(ev[k]).astype(np.uint64)
+            for k in ("run", "luminosityBlock", "event")
+        ],
+        axis=1,
+    )
+    assert len(np.unique(ids, axis=0)) == len(ev)
+    assert np.all(ev.Pileup_nTrueInt == 10)
+    assert np.all(ev.PV_npvs >= 1)
+    assert np.all(ev.fixedGridRhoFastjetAll >= 0)
+    assert np.all(ev.genWeight > 0)
+    # hadron flavour only 0, 4, 5; b and c jets present
+    had = np.asarray(ak.flatten(ev.Jet_hadronFlavour))
+    assert set(np.unique(had)) <= {0, 4, 5}
+    assert (had == 5).sum() > 20
+    assert (had == 4).sum() > 20
+    # areas of AK4 jets near pi R^2
+    area = np.asarray(ak.flatten(ev.Jet_area[ev.Jet_pt > 30]))
+    assert 0.45 < np.median(area) < 0.55
+
+
+def test_metadata_has_config_and_hash(sim_sample):
+    meta = read_metadata(_files(sim_sample)[0])
+    assert meta["detector_sha256"] == detector_hash(default_detector())
+    assert meta["seed"] == 7
+    assert meta["config"]["pileup"]["profile"] == "fixed"
+    assert meta["config"]["detector"]["jets"]["radius"] == 0.4
+
+
+def test_read_metadata_of_foreign_file(shared_data):
+    with pytest.raises(InputFileError, match="jec_coffea_metadata"):
+        read_metadata(shared_data / "pfnano" / "coffea_pfnano.root")
+
+
+@pytest.mark.filterwarnings(COFFEA_XREF)
+def test_coffea_pfnano_schema_reads_sample(sim_sample):
+    from coffea.nanoevents import NanoEventsFactory, PFNanoAODSchema
+
+    path = _files(sim_sample)[0]
+    events = NanoEventsFactory.from_root(
+        {path: "Events"}, schemaclass=PFNanoAODSchema, mode="eager"
+    ).events()
+    jets = events.Jet
+    pf = jets.constituents.pf
+    assert ak.all(ak.num(pf, axis=2) == jets.nConstituents)
+    gen = jets.matched_gen
+    ok = ~ak.is_none(gen, axis=1)
+    assert ak.sum(ok) > 100
+    assert ak.all((jets.genJetIdx >= 0) == ok)
+    sv = events.JetSVs.sv
+    assert ak.sum(ak.num(sv)) > 0
+    assert ak.all(sv.pt > 0)
+
+
+def test_reader_reads_sample_as_pfnano(sim_sample):
+    from jec_coffea.data import reader
+
+    table = reader.read_jet_table(_files(sim_sample)[0])
+    assert table.layout == "pfnano"
+    j = table.jets
+    assert ak.sum(j.matched) > 100
+    assert "charged" in j.fields
+    assert "sv" in j.fields
+
+
+# ---------------------------------------------------------------- reproducibility
+
+
+@pytest.fixture(scope="module")
+def tiny_config():
+    return SimulationConfig(
+        detector=default_detector(), pileup=parse_pileup("fixed:5", library_size=100)
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_library(tiny_config):
+    return MinBiasLibrary.load_or_generate(
+        tiny_config.generator, tiny_config.pileup, 11
+    )
+
+
+def _run(config, library, seed, n=15):
+    arrays, _ = EventSimulator(config, seed, 0, library).run(n)
+    return arrays
+
+
+def test_same_seed_same_arrays_different_seed_differs(tiny_config, tiny_library):
+    a = _run(tiny_config, tiny_library, 11)
+    b = _run(tiny_config, tiny_library, 11)
+    c = _run(tiny_config, tiny_library, 12)
+    for key in ("Jet", "PFCands", "GenJet", "SV"):
+        assert ak.to_list(a[key]) == ak.to_list(b[key]), key
+    assert np.array_equal(a["fixedGridRhoFastjetAll"], b["fixedGridRhoFastjetAll"])
+    assert ak.to_list(a["GenJet"].pt) != ak.to_list(c["GenJet"].pt)
+    assert not np.array_equal(a["event"], c["event"])
+
+
+# ---------------------------------------------------------------- physics pieces
+
+
+def test_grid_rho_is_median_over_cells():
+    cfg = default_detector().jets
+    n_eta, n_phi = round(10 / cfg.rho_cell), round(2 * np.pi / cfg.rho_cell)
+    area = (10 / n_eta) * (2 * np.pi / n_phi)
+    # event 0: one particle of 2 GeV in every cell -> rho = 2/area; event 1: 3 hot cells -> 0
+    eta = -5 + (np.arange(n_eta) + 0.5) * 10 / n_eta
+    phi = -np.pi + (np.arange(n_phi) + 0.5) * 2 * np.pi / n_phi
+    ee, pp = np.meshgrid(eta, phi, indexing="ij")
+    ev = np.r_[np.zeros(ee.size, int), np.ones(3, int)]
+    pt = np.r_[np.full(ee.size, 2.0), [50.0, 40.0, 30.0]]
+    rho = grid_rho(
+        ev, pt, np.r_[ee.ravel(), [0, 1, 2]], np.r_[pp.ravel(), [0, 1, 2]], 2, cfg
+    )
+    assert rho[0] == pytest.approx(2.0 / area)
+    assert rho[1] == 0.0
+
+
+def test_greedy_match_resolves_ambiguity():
+    # two reco jets near one gen jet: the closer one takes it; the other takes the second
+    r_off, g_off = np.array([0, 2]), np.array([0, 2])
+    idx = greedy_match(
+        r_off, np.array([0.0, 0.05]), np.array([0.0, 0.0]),
+        g_off, np.array([0.04, 0.35]), np.array([0.0, 0.0]),
+    )  # fmt: skip
+    assert idx.tolist() == [-1, 0] or idx.tolist() == [1, 0]
+    assert idx[1] == 0
+    far = greedy_match(
+        r_off,
+        np.array([0.0, 3.0]),
+        np.zeros(2),
+        g_off,
+        np.array([1.0, 1.1]),
+        np.zeros(2),
+    )
+    assert far.tolist() == [-1, -1]
+
+
+def test_flavour_priority_rule():
+    # jet 0: gluon harder than a c quark -> parton flavour c (b > c > hardest); hadron: b wins
+    # jet 1: only light partons -> hardest; jet 2: nothing -> 0
+    c_jet = np.array([0, 0, 0, 1, 1])
+    kind = np.array([0, 0, 5, 0, 0])
+    pdg = np.array([21, -4, 521, 2, 21])
+    pt = np.array([50.0, 5.0, 20.0, 10.0, 30.0])
+    had, par = flavour_from_ghosts(c_jet, kind, pdg, pt, 3)
+    assert had.tolist() == [5, 0, 0]
+    assert par.tolist() == [-4, 21, 0]
+
+
+def test_cell_grid_round_trip():
+    grid = CellGrid.from_config(default_detector().hcal)
+    rng = np.random.default_rng(1)
+    eta = rng.uniform(-2.99, 2.99, 1000)
+    phi = rng.uniform(-np.pi, np.pi, 1000)
+    cells = grid.cell(eta, phi)
+    assert np.all(cells >= 0)
+    assert np.all(cells < grid.n_cells)
+    ceta, cphi = grid.centre(cells)
+    assert np.all(grid.cell(ceta, cphi) == cells)
+    assert np.all(np.abs(ceta - eta) <= 0.18 / 2 + 1e-9)
+    assert np.all(grid.cell(np.array([3.5, -6.0]), np.zeros(2)) == -1)
+
+
+def test_hadron_response_rises_and_inverts():
+    resp = default_detector().hadron_response
+    e = np.array([1.0, 5.0, 20.0, 100.0, 1000.0])
+    r = hadron_response(resp, e)
+    assert np.all(np.diff(r) > 0)
+    assert r[0] == pytest.approx(resp.h_over_e)
+    assert np.all(r < 1)
+    assert invert_hadron_response(resp, e[1:] * r[1:]) == pytest.approx(e[1:], rel=1e-3)
+
+
+def test_ghost_grid_covers_rapidity_range():
+    cfg = Jets(
+        radius=0.4, pt_min_gev=8, genjet_pt_min_gev=8, ghost_area=0.01,
+        ghost_maxrap=5.0, rho_cell=0.55, rho_eta_max=5.0,
+    )  # fmt: skip
+    y, _phi, area = ghost_grid(2, cfg, np.random.default_rng(0))
+    assert y.shape[1] * area == pytest.approx(10 * 2 * np.pi)
+    assert area == pytest.approx(0.01, rel=0.1)
+    assert np.all(np.abs(y) <= 5.0)
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_detector_yaml_typo_names_key(tmp_path):
+    text = default_detector().model_dump(mode="json")
+    text["jets"]["radiuss"] = 0.4
+    bad = tmp_path / "det.yaml"
+    bad.write_text(yaml.safe_dump(text))
+    with pytest.raises(ConfigError, match=r"jets\.radiuss"):
+        load_detector(bad)
+
+
+def test_missing_detector_yaml(tmp_path):
+    with pytest.raises(ConfigError, match=r"nope\.yaml"):
+        load_detector(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("spec", ["flat:70-0", "poisson:3", "fixed:x"])
+def test_bad_pileup_spec(spec):
+    with pytest.raises(ConfigError, match="--pileup"):
+        parse_pileup(spec)
+
+
+def test_cli_rejects_bad_options(tmp_path, capsys):
+    assert main(["simulate", "-o", str(tmp_path), "--jets", "0"]) == 2
+    assert "--jets" in capsys.readouterr().err
+    assert (
+        main(["simulate", "-o", str(tmp_path), "--jets", "5", "--pileup", "gauss"]) == 2
+    )
+    assert "--pileup" in capsys.readouterr().err
+    assert main(["validate-sim", str(tmp_path / "empty")]) == 2
+    assert "no .root files" in capsys.readouterr().err
+
+
+def test_ghost_pruning_keeps_areas_exact(tiny_config, tiny_library):
+    full = EventSimulator(tiny_config, 21, 0, tiny_library)
+    full.prune_ghosts = False
+    pruned = EventSimulator(tiny_config, 21, 0, tiny_library)
+    a, _ = full.run(10)
+    b, _ = pruned.run(10)
+    assert ak.to_list(a["Jet"].pt) == ak.to_list(b["Jet"].pt)
+    assert np.allclose(
+        ak.to_numpy(ak.flatten(a["Jet"].area)), ak.to_numpy(ak.flatten(b["Jet"].area))
+    )
+    assert ak.to_list(a["Jet"].hadronFlavour) == ak.to_list(b["Jet"].hadronFlavour)

@@ -268,3 +268,17 @@ def test_dask_executor_equals_iterative(shared_data, ul17, pfnano_out, dask_clie
             out[key].values(flow=True), pfnano_out[key].values(flow=True)
         )
     assert out["cutflow"].counts == pfnano_out["cutflow"].counts
+
+
+def test_unit_weights_count_each_jet_once(shared_data, ul17, pfnano_out):
+    """weights="unit" fills Σw = number of jets; the counts equal the genWeight run's."""
+    unit = _run(shared_data / PFNANO, ResponseProcessor(jec=ul17, weights="unit"))
+    h_gen, h_unit = pfnano_out["response"], unit["response"]
+    np.testing.assert_array_equal(h_unit.values(flow=True), h_unit.variances(flow=True))
+    n_gen = h_gen[{"method": "raw"}].sum(flow=True)
+    n_unit = h_unit[{"method": "raw"}].sum(flow=True)
+    assert n_unit.value == unit["n_jets"]["raw"]
+    # this file's genWeight is 1 for every event: both runs fill the same histogram
+    np.testing.assert_allclose(n_gen.value, n_unit.value)
+    with pytest.raises(ConfigError, match="weights"):
+        ResponseProcessor(jec=ul17, weights="flat")

@@ -155,11 +155,22 @@ def _steps(args: argparse.Namespace, out: Path) -> list[_Step]:
         _Step("simulate", sim_argv),
         _Step(
             "derive-standard",
-            ["derive-standard", data_yaml, "-o", str(std), "--tag", "Sim_V1"],
+            [
+                "derive-standard",
+                data_yaml,
+                "-o",
+                str(std),
+                "--tag",
+                "Sim_V1",
+                "--weights",
+                "unit",
+            ],
             ("simulate",),
         ),
         _Step(
-            "closure", ["closure", data_yaml, "--jec", str(std)], ("derive-standard",)
+            "closure",
+            ["closure", data_yaml, "--jec", str(std), "--weights", "unit"],
+            ("derive-standard",),
         ),
     ]
     for name in ("deepsets", "mlp_nanoaod"):
@@ -191,6 +202,8 @@ def _steps(args: argparse.Namespace, out: Path) -> list[_Step]:
                 str(std),
                 "-o",
                 str(out / "run_sim"),
+                "--weights",
+                "unit",
                 "--save-columns",
                 *run_opts,
             ],

@@ -65,6 +65,12 @@ def setup(parser: argparse.ArgumentParser) -> None:
         help="jets of this split only (default: test)",
     )
     parser.add_argument(
+        "--weights",
+        choices=("gen", "unit"),
+        default="gen",
+        help="fill with genWeight (default) or count each jet once (pT-hat-biased samples)",
+    )
+    parser.add_argument(
         "--methods",
         help="comma-separated built-in methods (default: raw,standard (with --jec),"
         "nanoaod,pt_full_corr,pnet,upart)",
@@ -281,6 +287,7 @@ def run(console: Console, args: argparse.Namespace) -> int:
         methods=[*builtin, *models],
         models=models,
         split=args.split,
+        weights=args.weights,
         columns_dir=(
             str((out_dir / outputs.COLUMNS_DIR).resolve())
             if args.save_columns

@@ -128,6 +128,12 @@ class ResponseProcessor(processor.ProcessorABC):
         four methods).
     puppi_weighted
         Passed to the jet-table builder (PUPPI jets).
+    weights
+        ``"gen"`` (default, DESIGN.md): fill with genWeight; ``"unit"``: count each jet once.
+        Use ``"unit"`` on pT-hat-biased samples (the simulated one: bias weights span about
+        eight orders of magnitude, so within a narrow pT_gen bin a handful of jets would carry
+        the whole weight and N_eff collapses); the response in a pT_gen bin is then that of
+        the jets generated in it, as CMS's MC-truth derivations on flat samples use it.
     columns_dir
         If set, every chunk writes the per-jet fill columns of its selected jets as one parquet
         file under this directory (see :func:`jec_coffea.outputs.write_chunk_columns`); must be
@@ -156,6 +162,7 @@ class ResponseProcessor(processor.ProcessorABC):
         selection: JetSelection | None = None,
         views: Sequence[str] = VIEWS,
         puppi_weighted: bool = False,
+        weights: str = "gen",
         columns_dir: str | os.PathLike | None = None,
     ) -> None:
         models = dict(models or {})
@@ -185,6 +192,10 @@ class ResponseProcessor(processor.ProcessorABC):
         if split not in SPLIT_CHOICES:
             msg = f"ResponseProcessor: unknown split {split!r}; expected one of {', '.join(SPLIT_CHOICES)}"
             raise ConfigError(msg)
+        if weights not in ("gen", "unit"):
+            msg = f"ResponseProcessor: weights={weights!r}; expected 'gen' or 'unit'"
+            raise ConfigError(msg)
+        self.weights = weights
         self.jec = jec
         self.methods = tuple(methods)
         self.models = {m: models[m] for m in self.methods if m in models}
@@ -212,6 +223,7 @@ class ResponseProcessor(processor.ProcessorABC):
             "selection": self.selection.model_dump(),
             "views": list(self.views),
             "puppi_weighted": self.puppi_weighted,
+            "weights": self.weights,
         }
 
     def empty_output(self) -> dict[str, Any]:
@@ -306,7 +318,7 @@ class ResponseProcessor(processor.ProcessorABC):
             out["not_computed"][method] = est.not_computed
         weight = (
             np.asarray(ak.to_numpy(jets.gen_weight), dtype=np.float64)
-            if "gen_weight" in jets.fields
+            if "gen_weight" in jets.fields and self.weights == "gen"
             else np.ones(len(jets))
         )
         self._fill_reco(out, jets, estimates, weight)

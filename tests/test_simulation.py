@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import awkward as ak
 import numpy as np
 import pytest
@@ -337,3 +343,205 @@ def test_ghost_pruning_keeps_areas_exact(tiny_config, tiny_library):
         ak.to_numpy(ak.flatten(a["Jet"].area)), ak.to_numpy(ak.flatten(b["Jet"].area))
     )
     assert ak.to_list(a["Jet"].hadronFlavour) == ak.to_list(b["Jet"].hadronFlavour)
+
+
+# ---------------------------------------------------------------- pile-up offset truth, PV
+
+
+def _flat(x):
+    return ak.to_numpy(ak.flatten(x)).astype(np.float64)
+
+
+def _matched_offsets(arrays):
+    """Offset truth, rho x area and raw pT of jets matched to GenJets above 20 GeV."""
+    jets = arrays["Jet"]
+    gen = arrays["GenJet"].pt[ak.where(jets.genJetIdx >= 0, jets.genJetIdx, 0)]
+    sel = _flat((jets.genJetIdx >= 0) & (gen > 20)) > 0
+    rho_a = _flat(jets.area * arrays["fixedGridRhoFastjetAll"][:, None])
+    return _flat(jets.ptOffsetTruth)[sel], rho_a[sel], _flat(jets.pt)[sel]
+
+
+def test_offset_truth_is_zero_without_pileup(tiny_config):
+    config = SimulationConfig(detector=default_detector(), pileup=parse_pileup("none"))
+    arrays, _ = EventSimulator(config, 3, 0, None).run(10)
+    assert ak.sum(ak.num(arrays["Jet"])) > 20
+    assert np.all(_flat(arrays["Jet"].ptOffsetTruth) == 0.0)
+
+
+def test_offset_truth_scales_with_rho_area_and_mu(sim_sample, tiny_library):
+    ev = _events(sim_sample)
+    arrays = {
+        "Jet": ak.zip(
+            {k: ev[f"Jet_{k}"] for k in ("pt", "area", "genJetIdx", "ptOffsetTruth")}
+        ),
+        "GenJet": ak.zip({"pt": ev.GenJet_pt}),
+        "fixedGridRhoFastjetAll": ev.fixedGridRhoFastjetAll,
+    }
+    off, rho_a, pt = _matched_offsets(arrays)
+    assert len(off) > 500
+    ratio = off.mean() / rho_a.mean()
+    assert 0.3 < ratio < 1.2, ratio
+    assert np.all(off >= 0)
+    assert np.all(off <= pt)
+    assert _flat(ev.Jet_ptOffsetTruth).sum() < _flat(ev.Jet_pt).sum()
+    means = []
+    for spec in ("fixed:5", "fixed:30"):
+        config = SimulationConfig(
+            detector=default_detector(), pileup=parse_pileup(spec, library_size=100)
+        )
+        off_mu, _, _ = _matched_offsets(_run(config, tiny_library, 5, n=12))
+        means.append(off_mu.mean())
+    assert means[1] > 2.0 * means[0] > 0, means
+
+
+def test_offset_truth_is_no_model_feature():
+    from jec_coffea.errors import JecCoffeaError
+    from jec_coffea.features import JET_FEATURES, jet_features
+
+    assert not any("offset" in name for name in JET_FEATURES)
+    with pytest.raises(JecCoffeaError, match="pt_offset_truth"):
+        jet_features(ak.Array([{"pt": 1.0}]), ["pt_offset_truth"])
+
+
+def test_reader_maps_offset_truth(sim_sample):
+    from jec_coffea.data import reader
+
+    table = reader.read_jet_table(_files(sim_sample)[0])
+    raw = uproot.open(_files(sim_sample)[0])["Events"]["Jet_ptOffsetTruth"].array()
+    mapped = ak.to_numpy(table.jets.pt_offset_truth).astype(np.float64)
+    assert np.allclose(mapped, _flat(raw))
+    assert mapped.max() > 0
+
+
+@pytest.mark.filterwarnings(COFFEA_XREF)
+def test_coffea_pv_vertex_mixin(sim_sample):
+    from coffea.nanoevents import NanoEventsFactory, PFNanoAODSchema
+
+    events = NanoEventsFactory.from_root(
+        {_files(sim_sample)[0]: "Events"}, schemaclass=PFNanoAODSchema, mode="eager"
+    ).events()
+    pv = events.PV
+    assert "Vertex" in type(pv).__name__ or "Vertex" in str(pv.layout.parameters)
+    z, x, y = (ak.to_numpy(v) for v in (pv.z, pv.x, pv.y))
+    assert 1.0 < np.std(z) < 10.0  # luminous region sigma_z = 3.5 cm
+    assert 0 < np.std(x) < 0.02  # ~10 um beam spot (+) vertex resolution
+    assert 0 < np.std(y) < 0.02
+    assert np.all(ak.to_numpy(pv.npvs) >= 1)
+    assert np.all(ak.to_numpy(pv.npvsGood) == ak.to_numpy(pv.npvs))
+    pos = pv.pos
+    assert np.allclose(ak.to_numpy(pos.z), z)
+
+
+def _stat(pid) -> list[str]:
+    """Fields of /proc/PID/stat after the command name (state, ppid, ...); [] if gone."""
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().split(")")[-1].split()
+    except OSError:
+        return []
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat(entry.name)
+            if len(fields) > 1 and int(fields[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    fields = _stat(pid)
+    return bool(fields) and fields[0] != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_killing_simulate_terminates_workers(tmp_path):
+    """SIGTERM to a parallel ``simulate`` leaves no shard worker behind."""
+    code = "import sys; from jec_coffea.cli import main; sys.exit(main(sys.argv[1:]))"
+    args = ["simulate", "-o", str(tmp_path / "out"), "--jets", "1000000"]
+    args += ["--shards", "2", "--workers", "2", "--pileup", "none", "--seed", "3"]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        children: set[int] = set()
+        deadline = time.monotonic() + 60
+        while len(children) < 3 and time.monotonic() < deadline:  # manager + 2 workers
+            time.sleep(0.2)
+            children |= _children(proc.pid)
+        assert len(children) >= 3, children
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) != 0
+        deadline = time.monotonic() + 30
+        while any(_alive(c) for c in children) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(c) for c in children)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+# ---------------------------------------------------------------- particle-flow clustering
+
+
+def test_lateral_split_conserves_energy_and_spreads():
+    from jec_coffea.simulation.pflow import lateral_sigma, lateral_split
+
+    grid = CellGrid.from_config(default_detector().hcal)
+    rng = np.random.default_rng(4)
+    eta = rng.uniform(-2.9, 2.9, 500)
+    phi = rng.uniform(-np.pi, np.pi, 500)
+    parent, frac, cell = lateral_split(grid, eta, phi, 0.04)
+    assert np.allclose(np.bincount(parent, frac, minlength=500), 1.0)
+    assert np.all(frac >= 0)
+    impact = grid.cell(eta, phi)
+    own = np.bincount(
+        parent, np.where(cell == impact[parent], frac, 0.0), minlength=500
+    )
+    assert 0.3 < own.mean() < 0.9  # a shower shares energy with neighbouring towers
+    narrow = lateral_split(grid, eta, phi, 1e-4)
+    assert len(narrow[0]) < 1.2 * 500  # a pencil-like shower stays in its tower
+    calo = default_detector().hcal
+    sig = lateral_sigma(calo, np.array([0.0, 1.0, 2.0, 2.8]))
+    assert sig[0] == pytest.approx(sig[1])  # barrel: rho = shower radius at all eta
+    assert (
+        sig[3] > sig[2] > 1.2 * sig[1]
+    )  # endcap: closer to the beam, wider in eta-phi
+
+
+def test_pf_clusters_group_around_local_maxima():
+    from jec_coffea.simulation.pflow import pf_clusters
+
+    grid = CellGrid.from_config(default_detector().hcal)
+    nphi = int(grid.nphi[0])
+    # event 0: one shower across the phi wrap (cells iphi = 71, 0, 1) and a separate maximum
+    # two cells away; a second event with the same cells has clusters of its own
+    base = (
+        int(grid.first[0]) + (int(grid.n_eta[0]) + 3) * nphi
+    )  # positive side, ieta = 3
+    cells = np.array([base + nphi - 1, base, base + 1, base + 3, base + 4])
+    event = np.array([0, 0, 0, 0, 0])
+    energy = np.array([2.0, 10.0, 3.0, 1.0, 8.0])
+    lab = pf_clusters(grid, event, cells, energy)
+    assert lab[0] == lab[1] == lab[2]
+    assert lab[3] == lab[4] != lab[0]
+    lab2 = pf_clusters(
+        grid, np.r_[event, event + 1], np.r_[cells, cells], np.r_[energy, energy]
+    )
+    assert len(np.unique(lab2)) == 4  # clusters never span events
+
+
+def test_gaussian_core_ignores_tails():
+    from jec_coffea.simulation.validation import gaussian_core
+
+    rng = np.random.default_rng(8)
+    core = rng.normal(1.0, 0.05, 900)
+    tail = rng.normal(0.8, 0.2, 100)  # low-response tail (neutrinos, out-of-cone)
+    mu, sig = gaussian_core(np.concatenate([core, tail]))
+    assert mu == pytest.approx(1.0, abs=0.01)
+    assert sig == pytest.approx(0.05, rel=0.12)
+    assert np.isnan(gaussian_core(np.ones(5))[1])

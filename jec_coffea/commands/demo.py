@@ -295,6 +295,8 @@ def _steps(args: argparse.Namespace, out: Path) -> list[_Step]:
                 data_yaml,
                 "--max-jets",
                 "20000",
+                "--rlabel",
+                "(13.6 TeV)",
                 *grid,
             ],
             ("run simulation (test split)",),

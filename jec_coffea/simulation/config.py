@@ -102,6 +102,15 @@ class PileupConfig(_Model):
     beamspot_sigma_z_cm: float = Field(
         3.5, gt=0, description="luminous region length (CMS 2018: ~3.5 cm)"
     )
+    beamspot_x_cm: float = Field(
+        0.0,
+        description="beam-spot x [cm] in the detector frame (the simulated frame is centred "
+        "on the beam line; CMS's beam spot sits ~1 mm off the detector axis)",
+    )
+    beamspot_y_cm: float = Field(0.0, description="beam-spot y [cm]")
+    beamspot_sigma_xy_cm: float = Field(
+        0.0010, ge=0, description="transverse luminous-region width (CMS 2018: ~10 um)"
+    )
 
     @model_validator(mode="after")
     def _check_range(self) -> PileupConfig:
@@ -139,6 +148,23 @@ class Calorimeter(_Model):
     constant: float = Field(description="b")
     noise_gev: float = Field(ge=0, description="c: electronic noise per cell [GeV]")
     threshold_gev: float = Field(ge=0, description="cell energy threshold [GeV]")
+    lateral_sigma_cm: float = Field(
+        0.0,
+        ge=0,
+        description="lateral shower width (Gaussian sigma) [cm]: showers share energy with "
+        "neighbouring cells; 0 = all energy in the impact cell",
+    )
+    shower_radius_m: float = Field(
+        2.0, gt=0, description="barrel: radius of the shower maximum [m]"
+    )
+    shower_z_m: float = Field(
+        4.2, gt=0, description="endcap: |z| of the shower maximum [m]"
+    )
+    clustering: Literal["cell", "local_maximum"] = Field(
+        "cell",
+        description="PF compares tracks and calorimeter energy per cell, or per PF cluster "
+        "(cells above threshold grouped around local energy maxima)",
+    )
 
 
 class HadronResponse(_Model):
@@ -193,6 +219,7 @@ class Vertexing(_Model):
     pu_vertex_efficiency: float = Field(ge=0, le=1)
     min_tracks: int = Field(ge=1)
     z_resolution_cm: float = Field(gt=0)
+    xy_resolution_cm: float = Field(gt=0)
     assoc_nsigma: float = Field(gt=0)
 
 

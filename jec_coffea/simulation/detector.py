@@ -13,9 +13,11 @@ flat numpy arrays for the whole batch:
    looping tracks deposits energy at its (bent) impact point: EM particles with response 1,
    hadrons with the non-compensating response pi/e(E); towers sum deposits per cell, then get
    noise and thresholds;
-4. particle flow: each tower's energy minus the expected deposit of the tracks linked to it
-   gives a neutral candidate (photon in ECAL, neutral hadron in HCAL, pdgId 2/1 in HF) when
-   the excess is significant; neutral-hadron energies are calibrated by the inverse mean
+4. particle flow (:mod:`.pflow`): hadron showers spread laterally over neighbouring HCAL
+   towers; the calibrated energy of each PF cluster (HCAL: towers around a local maximum;
+   ECAL and HF: single cells) minus the expected deposit of the tracks linked to it gives a
+   neutral candidate (photon in ECAL, neutral hadron in HCAL, pdgId 2/1 in HF) when the
+   excess is significant; neutral-hadron energies are calibrated by the inverse mean
    response as PF does;
 5. secondary vertices: displaced reconstructed tracks sharing a decay vertex form an SV with
    an efficiency, its position smeared.
@@ -27,15 +29,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .calorimeter import (
-    CellGrid,
-    hadron_response,
-    invert_hadron_response,
-    resolution,
-    tower_sums,
-)
+from .calorimeter import CellGrid
 from .config import DetectorConfig
 from .generator import NEUTRINOS, Particles, _offsets
+from .pflow import pf_layer
 from .vertices import Collection, secondary_vertices
 
 __all__ = ["Collection", "DetectorOutput", "charge_of", "simulate_detector"]
@@ -48,8 +45,12 @@ _CHARGE_CACHE: dict[int, float] = {}
 class DetectorOutput:
     """Detector-level objects of a batch of events."""
 
-    candidates: Collection  # all PF candidates, field "chs" = kept by CHS
+    candidates: (
+        Collection  # all PF candidates, field "chs" = kept by CHS, "pu_frac" truth
+    )
     svs: Collection
+    pv_x: np.ndarray  # reconstructed primary vertex [cm], per event
+    pv_y: np.ndarray
     pv_z: np.ndarray
     npvs: np.ndarray
 
@@ -100,6 +101,7 @@ def simulate_detector(
     det: DetectorConfig,
     rng: np.random.Generator,
     sigma_z_cm: float,
+    beamspot: tuple[float, float, float] = (0.0, 0.0, 0.0),
 ) -> DetectorOutput:
     """Run the detector on hard-scatter plus pile-up particles of a batch of events.
 
@@ -112,32 +114,48 @@ def simulate_detector(
         Per pile-up particle the index of its interaction; per interaction its z [cm].
     n_pu
         Pile-up interactions per event (to index interactions per event).
+    beamspot
+        Beam-spot centre x, y and transverse width [cm]: every interaction (hard scatter and
+        pile-up) gets its transverse position from it.
+
+    Notes
+    -----
+    Every candidate carries the simulation truth ``pu_frac``: the pile-up share of its pT
+    (1 for a track of a pile-up particle, 0 for a hard-scatter track, and for a neutral the
+    pile-up fraction of the true energy deposited in its tower before response and PF
+    subtraction). It is never written as a PFCands branch; only the per-jet sum is
+    (``Jet_ptOffsetTruth``).
     """
     n_ev = hard.n_events
     z_hs = rng.normal(0.0, sigma_z_cm, n_ev)
+    bs_x, bs_y, bs_sxy = beamspot
+    x_hs = bs_x + bs_sxy * rng.standard_normal(n_ev)
+    y_hs = bs_y + bs_sxy * rng.standard_normal(n_ev)
     # ---- merge hard scatter and pile-up ----------------------------------------------------
     ev_h = hard.event
-    vz_h = hard.vz + z_hs[ev_h]
+    vx_h, vy_h, vz_h = hard.vx + x_hs[ev_h], hard.vy + y_hs[ev_h], hard.vz + z_hs[ev_h]
     n_int = int(n_pu.sum())
     int_event = np.repeat(np.arange(n_ev), n_pu)
     if pileup is None or len(pileup.px) == 0:
-        cols = [hard.px, hard.py, hard.pz, hard.e, hard.pdg, hard.vx, hard.vy, vz_h]
+        cols = [hard.px, hard.py, hard.pz, hard.e, hard.pdg, vx_h, vy_h, vz_h]
         ev = ev_h
         vtx = np.full(len(ev_h), -1, np.int64)
     else:
         ev_p = pileup.event
+        x_int = bs_x + bs_sxy * rng.standard_normal(n_int)
+        y_int = bs_y + bs_sxy * rng.standard_normal(n_int)
         cols = [
             np.concatenate([a, b])
             for a, b in zip(
-                [hard.px, hard.py, hard.pz, hard.e, hard.pdg, hard.vx, hard.vy, vz_h],
+                [hard.px, hard.py, hard.pz, hard.e, hard.pdg, vx_h, vy_h, vz_h],
                 [
                     pileup.px,
                     pileup.py,
                     pileup.pz,
                     pileup.e,
                     pileup.pdg,
-                    pileup.vx,
-                    pileup.vy,
+                    pileup.vx + x_int[pu_interaction],
+                    pileup.vy + y_int[pu_interaction],
                     pileup.vz,
                 ],
                 strict=True,
@@ -147,6 +165,7 @@ def simulate_detector(
         vtx = np.concatenate([np.full(len(ev_h), -1, np.int64), pu_interaction])
     # particles need not be grouped by event: every later step keys on ``ev``
     px, py, pz, e, pdg, vx, vy, vz = cols
+    is_pu = vtx >= 0
     apdg = np.abs(pdg)
     visible = ~np.isin(apdg, NEUTRINOS)
     pt, p, eta, phi = _kinematics(px, py, pz, e)
@@ -164,7 +183,7 @@ def simulate_detector(
             - 0.5
             * np.exp(-np.maximum(pt - trk.pt_min_gev, 0.0) / trk.low_pt_turn_on_gev)
         )
-    in_volume = np.hypot(vx, vy) < trk.max_prod_radius_cm
+    in_volume = np.hypot(vx - bs_x, vy - bs_y) < trk.max_prod_radius_cm
     tracked = (
         charged
         & in_volume
@@ -180,17 +199,22 @@ def simulate_detector(
     t_ptm = t_pt * np.abs(1.0 + rel * rng.standard_normal(len(it)))
     d0_err = np.hypot(trk.d0_res_a_cm, trk.d0_res_b_cm_gev / t_pt)
     dz_err = np.hypot(trk.dz_res_a_cm, trk.dz_res_b_cm_gev / t_pt)
+    vtxc = det.vertexing
+    pv_x = x_hs + vtxc.xy_resolution_cm * rng.standard_normal(n_ev)
+    pv_y = y_hs + vtxc.xy_resolution_cm * rng.standard_normal(n_ev)
     tx, ty, tz = vx[it], vy[it], vz[it]
-    d0_true = (tx * py[it] - ty * px[it]) / t_pt
-    z_ca = tz - (tx * px[it] + ty * py[it]) / t_pt * pz[it] / t_pt
+    # transverse impact parameter w.r.t. the reconstructed PV (as PFNano's d0), z at the
+    # transverse point of closest approach to the beam line
+    rx, ry = tx - pv_x[t_ev], ty - pv_y[t_ev]
+    d0_true = (rx * py[it] - ry * px[it]) / t_pt
+    z_ca = tz - ((tx - bs_x) * px[it] + (ty - bs_y) * py[it]) / t_pt * pz[it] / t_pt
     d0 = d0_true + d0_err * rng.standard_normal(len(it))
     z_meas = z_ca + dz_err * rng.standard_normal(len(it))
-    r_prod = np.hypot(tx, ty)
+    r_prod = np.hypot(tx - bs_x, ty - bs_y)
     lost = (r_prod > 2.9).astype(np.int32) + (r_prod > 6.8).astype(np.int32)
     chi2 = rng.chisquare(12, len(it)) / 12.0
 
     # ---- vertices and CHS -----------------------------------------------------------------
-    vtxc = det.vertexing
     t_vtx = vtx[it]
     if n_int:
         ntrk_int = np.bincount(t_vtx[t_vtx >= 0], minlength=n_int)
@@ -282,16 +306,18 @@ def simulate_detector(
     # tracks linked to the calorimeters (muons excluded): PF subtracts their expected energy
     t_reach = deposits[it] & ~is_mu
     t_e_meas = np.sqrt((t_ptm * np.cosh(t_eta)) ** 2 + t_mass**2)
+    has_track = np.zeros(len(pt), bool)
+    has_track[it[t_reach]] = True
     neutral_cols = []
     for name, grid in grids.items():
         sel = np.flatnonzero(layer_of[name])
         tsel = np.flatnonzero(t_reach & layer_of[name][it])
-        cols = _pf_layer(
+        cols = pf_layer(
             det,
             name,
             grid,
             rng,
-            (ev[sel], e[sel], eta[sel], phi_calo[sel]),
+            (ev[sel], e[sel], eta[sel], phi_calo[sel], is_pu[sel], has_track[sel]),
             (t_ev[tsel], t_e_meas[tsel], t_eta[tsel], phi_calo[it[tsel]]),
         )
         if cols is not None:
@@ -321,6 +347,11 @@ def simulate_detector(
         if neutral_cols
         else np.zeros(0, np.int32)
     )
+    n_pu_frac = (
+        np.concatenate([c["pu_frac"] for c in neutral_cols])
+        if neutral_cols
+        else np.zeros(0)
+    )
     n_n = len(n_e)
     n_t = len(it)
     neg1 = np.full(n_n, -1.0)
@@ -345,6 +376,7 @@ def simulate_detector(
         "lostInnerHits": np.concatenate([lost, np.full(n_n, -1)]).astype(np.int32),
         "trkChi2": np.concatenate([chi2, neg1]),
         "chs": np.concatenate([from_pv_track, np.ones(n_n, bool)]),
+        "pu_frac": np.concatenate([is_pu[it].astype(np.float64), n_pu_frac]),
     }
     cand_ev = np.concatenate([t_ev, n_ev_idx])
     order = np.argsort(cand_ev, kind="stable")
@@ -353,9 +385,10 @@ def simulate_detector(
 
     # ---- secondary vertices -----------------------------------------------------------------
     svs = secondary_vertices(
-        det, rng, n_ev, t_ev, t_ptm, t_eta, t_phi, tx, ty, tz, t_vtx, z_hs, pv_z
-    )
-    return DetectorOutput(cands, svs, pv_z, npvs)
+        det, rng, n_ev, t_ev, t_ptm, t_eta, t_phi, tx - x_hs[t_ev], ty - y_hs[t_ev], tz,
+        t_vtx, (pv_x - x_hs, pv_y - y_hs, pv_z), (x_hs, y_hs),
+    )  # fmt: skip
+    return DetectorOutput(cands, svs, pv_x, pv_y, pv_z, npvs)
 
 
 def _lost_conversions(apdg, pt, aeta, curl, trk, rng) -> np.ndarray:
@@ -391,71 +424,3 @@ def _merged_in_core(ev, eta, phi, pt, tracked, trk, rng) -> np.ndarray:
     shared = counts[inv.ravel()] >= 2
     lost[cand[shared & (rng.random(len(cand)) < trk.core_merge_loss)]] = True
     return lost
-
-
-PF_ID = {"ecal": 22, "hcal": 130, "hf_em": 2, "hf_had": 1}
-
-
-def _pf_layer(det: DetectorConfig, name: str, grid: CellGrid, rng, deposits, tracks):
-    """Towers of one calorimeter and the neutral PF candidates they leave after track linking.
-
-    Each particle deposits ``E * response`` with a Gamma-distributed fluctuation of the
-    calorimeter's resolution (non-negative, mean preserved). Towers get noise and a threshold.
-    PF calibrates the tower (hadronic layers: inverse mean pi/e response), compares it with the
-    sum of linked track energies and makes a neutral candidate from the excess if it exceeds
-    ``neutral_excess_nsigma`` times the expected resolution and the PF energy threshold.
-    """
-    calo = getattr(det, name)
-    pf = det.particle_flow
-    em_layer = name in ("ecal", "hf_em")
-    resp_cfg = det.hf_hadron_response if name == "hf_had" else det.hadron_response
-    d_ev, d_e, d_eta, d_phi = deposits
-    t_ev, t_e, t_eta, t_phi = tracks
-    resp = (
-        np.full(len(d_e), det.em_response)
-        if em_layer
-        else hadron_response(resp_cfg, d_e)
-    )
-    mean = np.maximum(d_e * resp, 1e-9)
-    sigma = resp * np.sqrt(calo.stochastic**2 * d_e + (calo.constant * d_e) ** 2)
-    shape = (mean / np.maximum(sigma, 1e-12)) ** 2
-    measured = rng.gamma(shape, mean / shape)
-    cell = grid.cell(d_eta, d_phi)
-    tcell = grid.cell(t_eta, t_phi)
-    ok, tok = cell >= 0, tcell >= 0
-    if not ok.any() and not tok.any():
-        return None
-    all_ev = np.concatenate([d_ev[ok], t_ev[tok]])
-    all_cell = np.concatenate([cell[ok], tcell[tok]])
-    w_meas = np.concatenate([measured[ok], np.zeros(tok.sum())])
-    w_exp = np.concatenate([np.zeros(ok.sum()), t_e[tok]])
-    tev, tcl, (e_meas, e_trk) = tower_sums(
-        all_ev, all_cell, [w_meas, w_exp], grid.n_cells
-    )
-    e_meas = e_meas + calo.noise_gev * rng.standard_normal(len(e_meas))
-    e_meas = np.where(e_meas > calo.threshold_gev, e_meas, 0.0)
-    if em_layer:
-        e_cal = e_meas / det.em_response
-        expected = e_trk
-    elif pf.hadron_calibration == "full":
-        e_cal = invert_hadron_response(resp_cfg, e_meas)
-        expected = e_trk
-    elif pf.hadron_calibration == "linear":
-        e_cal = e_meas / hadron_response(resp_cfg, np.asarray(pf.calibration_ref_gev))
-        expected = e_trk
-    else:
-        e_cal = e_meas
-        expected = e_trk * hadron_response(resp_cfg, e_trk)
-    sig_exp = np.where(e_trk > 0, resolution(calo, e_trk), 0.0)
-    excess = e_cal - expected
-    min_e = pf.photon_min_gev if em_layer else pf.neutral_hadron_min_gev
-    keep = (excess > pf.neutral_excess_nsigma * sig_exp) & (excess > min_e)
-    ceta, cphi = grid.centre(tcl[keep])
-    e_neu = excess[keep]
-    return {
-        "event": tev[keep],
-        "e": e_neu,
-        "eta": ceta,
-        "phi": cphi,
-        "pdgId": np.full(len(e_neu), PF_ID[name], np.int32),
-    }

@@ -147,6 +147,11 @@ class EventSimulator:
                 det,
                 rng,
                 self.config.pileup.beamspot_sigma_z_cm,
+                (
+                    self.config.pileup.beamspot_x_cm,
+                    self.config.pileup.beamspot_y_cm,
+                    self.config.pileup.beamspot_sigma_xy_cm,
+                ),
             )
         cand = out.candidates
         c = cand.data
@@ -234,6 +239,10 @@ class EventSimulator:
         order = np.lexsort((-c["pt"][cand_idx], cj))
         cj, cand_idx = cj[order], cand_idx[order]
         ncons = np.bincount(cj, minlength=nj)
+        # pile-up offset truth: sum over constituents of pT x pile-up share (detector.py)
+        pt_offset = np.bincount(
+            cj, weights=c["pt"][cand_idx] * c["pu_frac"][cand_idx], minlength=nj
+        )
         pid = np.abs(c["pdgId"][cand_idx])
         ce = np.sqrt(
             (c["pt"][cand_idx] * np.cosh(c["eta"][cand_idx])) ** 2
@@ -297,7 +306,7 @@ class EventSimulator:
         # ---- secondary vertices: true + fakes, association to jets ----
         sv = add_fakes_and_associate(
             det.secondary_vertices, det.jets.radius, rng, out.svs, reco,
-            jpt, jeta, jphi, cj, cand_idx, c, n, out.pv_z,
+            jpt, jeta, jphi, cj, cand_idx, c, n, (out.pv_x, out.pv_y, out.pv_z),
         )  # fmt: skip
         # ---- PFCands = constituents of stored jets, in jet order ----
         jcount = reco["jet_counts"]
@@ -353,6 +362,7 @@ class EventSimulator:
             "nElectrons": (n_ele, np.int32),
             "nMuons": (n_mu, np.int32),
             "jetId": (jet_id, np.int32),
+            "ptOffsetTruth": (pt_offset, f32),
             "genJetIdx": (gidx_match, np.int32),
             "hadronFlavour": (had, np.int32),
             "partonFlavour": (par, np.int32),
@@ -389,6 +399,8 @@ class EventSimulator:
             "fixedGridRhoFastjetAll": rho.astype(f32),
             "PV_npvs": out.npvs.astype(np.int32),
             "PV_npvsGood": out.npvs.astype(np.int32),
+            "PV_x": out.pv_x.astype(f32),
+            "PV_y": out.pv_y.astype(f32),
             "PV_z": out.pv_z.astype(f32),
             "Pileup_nTrueInt": np.asarray(mu, f32),
             "Pileup_nPU": np.asarray(n_pu, np.int32),

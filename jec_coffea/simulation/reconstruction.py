@@ -19,6 +19,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import awkward as ak
 import numba
 import numpy as np
@@ -37,6 +40,7 @@ __all__ = [
 ]
 
 GHOST_PT = 1e-50
+_BANNER_SILENCED = False
 FLAVOUR_SCALE = 1e-18
 
 
@@ -92,6 +96,7 @@ def cluster(
         and ``c_index`` (index into that source's flat arrays).
     """
     fastjet = extras.fastjet()
+    _silence_banner()
     ev = np.concatenate([s[0] for s in sources])
     src = np.concatenate(
         [np.full(len(s[0]), i, np.int8) for i, s in enumerate(sources)]
@@ -131,6 +136,31 @@ def cluster(
         c_index=idx[c_glob],
     )
     return out
+
+
+def _silence_banner() -> None:
+    """Print FastJet's banner once into /dev/null (it writes to the C++ stdout otherwise).
+
+    ``ClusterSequence::print_banner`` prints only the first time it is called in a process,
+    so calling it with file descriptor 1 redirected keeps it off the user's terminal.
+    """
+    global _BANNER_SILENCED
+    if _BANNER_SILENCED:
+        return
+    _BANNER_SILENCED = True
+    try:
+        from fastjet import _swig
+    except ImportError:  # pragma: no cover - depends on the fastjet build
+        return
+    sys.stdout.flush()
+    saved, null = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        _swig.ClusterSequence.print_banner()
+    finally:
+        os.dup2(saved, 1)
+        os.close(null)
+        os.close(saved)
 
 
 @numba.njit(cache=True)

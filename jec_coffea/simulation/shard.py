@@ -13,10 +13,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import multiprocessing as mp
+import signal
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +57,16 @@ def _slice(arrays: dict, stop: int) -> dict:
     return {k: v[:stop] for k, v in arrays.items()}
 
 
+TRUTH_DEFINITIONS = {
+    "Jet_ptOffsetTruth": (
+        "GeV; sum over the jet's CHS constituents of pT x pile-up share: charged = 1 if the "
+        "track comes from a pile-up particle, else 0; neutral = pile-up fraction of the true "
+        "energy deposited in its tower before response, noise and PF track subtraction"
+    ),
+}
+"""Definitions of the simulation-truth branches, written into every file's metadata."""
+
+
 def metadata(config: SimulationConfig, seed: int, shard: int, n_shards: int) -> dict:
     """The metadata written into every shard."""
     from .. import __version__
@@ -67,6 +78,7 @@ def metadata(config: SimulationConfig, seed: int, shard: int, n_shards: int) -> 
         "n_shards": n_shards,
         "detector_sha256": detector_hash(config.detector),
         "config": config.model_dump(mode="json"),
+        "truth_definitions": TRUTH_DEFINITIONS,
     }
 
 
@@ -178,12 +190,12 @@ def simulate(
             )
     else:
         ctx = mp.get_context("spawn")
-        with ctx.Manager() as manager:
+        with ctx.Manager() as manager, _terminating_pool(ctx, workers) as pool:
             queue = manager.Queue()
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-                futures = [
-                    pool.submit(
-                        run_shard,
+            futures = [
+                pool.apply_async(
+                    run_shard,
+                    (
                         config,
                         seed,
                         k,
@@ -192,24 +204,52 @@ def simulate(
                         paths[k],
                         queue,
                         batch_events,
-                    )
-                    for k in range(n_shards)
-                ]
-                pending = set(futures)
-                while pending:
-                    pending = {f for f in pending if not f.done()}
-                    while not queue.empty():
-                        _, added = queue.get()
-                        if on_progress:
-                            on_progress(added)
-                    time.sleep(0.2)
-                results = [f.result() for f in futures]
+                    ),
+                )
+                for k in range(n_shards)
+            ]
+            pending = set(range(n_shards))
+            while pending:
+                pending = {k for k in pending if not futures[k].ready()}
+                while not queue.empty():
+                    _, added = queue.get()
+                    if on_progress:
+                        on_progress(added)
+                time.sleep(0.2)
+            results = [f.get() for f in futures]
             while not queue.empty():
                 _, added = queue.get()
                 if on_progress:
                     on_progress(added)
     write_dataset_yaml([r.path for r in results], out / "data.yaml")
     return results
+
+
+@contextmanager
+def _terminating_pool(ctx, workers: int):
+    """A process pool whose workers are terminated however the block is left.
+
+    ``multiprocessing.Pool`` terminates its workers on exit; SIGTERM to the parent (which by
+    default ends the interpreter without unwinding) is turned into ``SystemExit`` for the
+    duration, so killing ``jec-coffea simulate`` leaves no orphaned shard processes.
+    """
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def _raise(signum, frame):
+            raise SystemExit(128 + signum)
+
+        signal.signal(signal.SIGTERM, _raise)
+    pool = ctx.Pool(workers)
+    try:
+        yield pool
+        pool.close()
+        pool.join()
+    finally:
+        pool.terminate()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 class _CallbackQueue:

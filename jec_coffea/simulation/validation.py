@@ -7,7 +7,7 @@ Summer19UL17_JRV3_MC PtResolution AK4PFchs, both evaluated through coffea's
 
 (a) inverse median raw response vs the L1L2 factor (at each jet's rho, area, raw pT),
     |eta| < 2.5, 30 GeV - 1 TeV: ratio within 0.8-1.25;
-(b) Gaussian-core resolution (iterative +-1.5 sigma fit, 3 iterations) vs PtResolution at the
+(b) Gaussian-core resolution (iterative +-1.5 sigma core estimate, see gaussian_core) vs PtResolution at the
     bin's median eta, rho and pT_gen: ratio within 0.7-1.4;
 (c) g - uds median raw response at 30-50 GeV, |eta| < 1.3, between -8% and -1%, and
     mean neHEF(g) > neHEF(uds);
@@ -122,33 +122,35 @@ def _take(collection, idx):
 
 
 def gaussian_core(
-    x: np.ndarray, n_iter: int = 3, width: float = 1.5
+    x: np.ndarray, n_iter: int = 20, width: float = 1.5
 ) -> tuple[float, float]:
-    """Mean and sigma of an iterative Gaussian fit within +-width sigma (CMS JER convention)."""
-    from scipy.optimize import curve_fit
+    """Mean and sigma of the Gaussian core within +-width sigma, iterated to convergence.
+
+    CMS fits a Gaussian within +-1.5 sigma iteratively. This is the same core estimate done
+    unbinned: the mean and standard deviation of the values within +-width sigma, the latter
+    divided by the standard deviation of a unit Gaussian truncated at +-width, iterated until
+    stable. A binned least-squares fit of a few hundred jets (the statistics of a JER bin
+    here) jumps by 20-30% between statistically equivalent samples; this estimate does not.
+    """
+    from scipy.stats import norm
 
     x = x[np.isfinite(x)]
     if len(x) < 20:
         return np.nan, np.nan
-    mu, sig = (
-        float(np.median(x)),
-        float(0.7413 * np.subtract(*np.percentile(x, [75, 25]))),
-    )
+    k = width
+    shrink = np.sqrt(1.0 - 2.0 * k * norm.pdf(k) / (2.0 * norm.cdf(k) - 1.0))
+    mu = float(np.median(x))
+    sig = float(0.7413 * np.subtract(*np.percentile(x, [75, 25])))
     for _ in range(n_iter):
-        lo, hi = mu - width * sig, mu + width * sig
-        sel = x[(x > lo) & (x < hi)]
-        nb = int(np.clip(len(sel) / 10, 10, 60))
-        h, edges = np.histogram(sel, bins=nb, range=(lo, hi))
-        c = 0.5 * (edges[1:] + edges[:-1])
-        try:
-            (_amp, mu, sig), _ = curve_fit(
-                lambda t, a, m, s: a * np.exp(-0.5 * ((t - m) / s) ** 2),
-                c, h, p0=(h.max(), mu, sig), sigma=np.sqrt(np.maximum(h, 1)),
-            )  # fmt: skip
-        except RuntimeError:
-            return mu, abs(sig)
-        sig = abs(sig)
-    return float(mu), float(sig)
+        sel = x[np.abs(x - mu) < k * sig]
+        if len(sel) < 10:
+            return np.nan, np.nan
+        new_mu, new_sig = float(sel.mean()), float(sel.std(ddof=1) / shrink)
+        done = abs(new_sig - sig) < 1e-5 * sig and abs(new_mu - mu) < 1e-5 * sig
+        mu, sig = new_mu, new_sig
+        if done:
+            break
+    return mu, sig
 
 
 def _references(jec_dir: Path):

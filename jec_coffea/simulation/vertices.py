@@ -43,10 +43,16 @@ class Collection:
 
 
 def secondary_vertices(
-    det, rng, n_ev, t_ev, t_pt, t_eta, t_phi, tx, ty, tz, t_vtx, z_hs, pv_z
+    det, rng, n_ev, t_ev, t_pt, t_eta, t_phi, tx, ty, tz, t_vtx, pv_rel, hs_xy
 ) -> Collection:
-    """Inclusive SVs: displaced hard-scatter tracks grouped by their decay vertex."""
+    """Inclusive SVs: displaced hard-scatter tracks grouped by their decay vertex.
+
+    ``tx, ty`` are track production points relative to the true hard-scatter vertex in the
+    transverse plane, ``pv_rel`` the reconstructed PV (x, y relative to that vertex, z
+    absolute) and ``hs_xy`` the true vertex position, added back to the stored SV x, y.
+    """
     cfg = det.secondary_vertices
+    pv_x, pv_y, pv_z = pv_rel
     r = np.hypot(tx, ty)
     sel = (t_vtx < 0) & (r > 1e-4) & (t_pt > cfg.track_pt_min_gev)
     idx = np.flatnonzero(sel)
@@ -76,7 +82,7 @@ def secondary_vertices(
     x = uniq[:, 1] + res * rng.standard_normal(len(uniq))
     y = uniq[:, 2] + res * rng.standard_normal(len(uniq))
     z = uniq[:, 3] + 1.5 * res * rng.standard_normal(len(uniq))
-    dxy = np.hypot(x, y)
+    dxy = np.hypot(x - pv_x[ev], y - pv_y[ev])
     dz = z - pv_z[ev]
     dlen = np.sqrt(dxy**2 + dz**2)
     ok = (
@@ -86,15 +92,17 @@ def secondary_vertices(
     )
     spt = np.hypot(spx, spy)
     pmag = np.sqrt(spt**2 + spz**2)
-    cosang = (x * spx + y * spy + dz * spz) / np.maximum(dlen * pmag, 1e-12)
+    cosang = ((x - pv_x[ev]) * spx + (y - pv_y[ev]) * spy + dz * spz) / np.maximum(
+        dlen * pmag, 1e-12
+    )
     ndof = 2.0 * ntrk - 3.0
     data = {
         "pt": spt,
         "eta": np.arcsinh(spz / np.maximum(spt, 1e-9)),
         "phi": np.arctan2(spy, spx),
         "mass": np.sqrt(np.maximum(se**2 - pmag**2, 0.0)),
-        "x": x,
-        "y": y,
+        "x": x + hs_xy[0][ev],
+        "y": y + hs_xy[1][ev],
         "z": z,
         "ntracks": ntrk.astype(np.float64),
         "chi2": rng.chisquare(np.maximum(ndof, 1.0)) / np.maximum(ndof, 1.0),
@@ -131,9 +139,13 @@ def _empty_sv() -> dict[str, np.ndarray]:
 
 
 def add_fakes_and_associate(
-    cfg, radius, rng, svs, reco, jpt, jeta, jphi, cj, cand_idx, c, n, pv_z
+    cfg, radius, rng, svs, reco, jpt, jeta, jphi, cj, cand_idx, c, n, pv
 ):
-    """Add fake SVs (two leading tracks of a jet, random displacement) and associate to jets."""
+    """Add fake SVs (two leading tracks of a jet, random displacement) and associate to jets.
+
+    ``pv`` is the (x, y, z) of the reconstructed primary vertex per event [cm].
+    """
+    pv_x, pv_y, pv_z = pv
     nj = len(jpt)
     charged = c["charge"][cand_idx] != 0
     # two leading charged constituents per jet (constituents are pT-ordered within jets)
@@ -167,8 +179,8 @@ def add_fakes_and_associate(
         "eta": np.arcsinh(fpz / np.maximum(fpt, 1e-9)),
         "phi": np.arctan2(fpy, fpx),
         "mass": np.sqrt(np.maximum(fe**2 - fp**2, 0.0)),
-        "x": x,
-        "y": y,
+        "x": pv_x[ev] + x,
+        "y": pv_y[ev] + y,
         "z": pv_z[ev] + dz,
         "ntracks": np.full(len(ev), 2.0),
         "chi2": rng.chisquare(1, len(ev)),

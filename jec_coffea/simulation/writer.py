@@ -4,6 +4,21 @@ The ``Events`` tree holds the PFNano branches (collections as ``n<Name>`` counte
 ``<Name>_<field>`` jagged branches, exactly as NanoAOD does). The generator, pile-up and
 detector settings go into the file as the JSON string ``jec_coffea_metadata`` (a TObjString)
 together with the detector hash, so a file says how it was made.
+
+Simulation truth stored next to the GenJet information (never a model input; no feature in
+``jec_coffea.features`` reads it):
+
+``Jet_ptOffsetTruth`` [GeV]
+    The detector-level pT that pile-up adds to the reco jet: the sum over the jet's
+    (CHS) constituents of the candidate pT times its pile-up share. A charged candidate counts
+    fully if its track comes from a pile-up particle (it survived CHS because its vertex was
+    not found or the track was not associated to it), else 0. A neutral candidate (photon,
+    neutral hadron, HF) counts with the pile-up fraction of the true energy deposited in the
+    tower it comes from, before calorimeter response, noise and PF track subtraction. It is
+    exactly 0 without pile-up and is what L1FastJet derivations fit against rho x area.
+``PV_x``, ``PV_y``, ``PV_z`` [cm]
+    The reconstructed hard-scatter vertex (true vertex drawn from the beam spot, smeared by
+    the vertex resolution), so coffea's ``events.PV`` (``VertexArray``) works.
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ from .data._layouts import LAYOUTS, Layout
 from .data._source import NanoEventsSource
 from .errors import ConfigError, ModelMismatchError
 from .features import to_tensors
-from .inference import OnnxModel, SharedInputs, build_inputs
+from .inference import DEFAULT_BATCH_SIZE, OnnxModel, SharedInputs, build_inputs
 from .shipped import shipped_path
 
 __all__ = ["DNNJetCorrector", "apply_correctors"]
@@ -117,7 +117,7 @@ class DNNJetCorrector:
         path: str | os.PathLike[str],
         *,
         intra_op_threads: int = 1,
-        batch_size: int = 4096,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         bucket: bool | None = None,
         **kwargs: Any,
     ) -> DNNJetCorrector:

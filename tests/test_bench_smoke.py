@@ -1,0 +1,65 @@
+"""Smoke runs of the benchmark scripts (``--quick``): they exit 0 and print their tables.
+
+No timing is asserted (figures depend on the machine and its load); the point is that the
+scripts keep working as the package changes. Both read the real PFNano file of shared/data,
+so the run does not depend on a simulated sample being present.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+
+pytestmark = pytest.mark.shared_data
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def _run(script: str, sample: Path, *extra: str) -> str:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / script),
+            "--quick",
+            "--sample",
+            str(sample),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def _row(out: str, first: str) -> bool:
+    """A Markdown table row whose first cell is ``first``."""
+    return re.search(rf"^\|\s*{re.escape(first)}\s*\|", out, re.MULTILINE) is not None
+
+
+def test_inference_bench_quick(shared_data):
+    out = _run("inference.py", shared_data / "pfnano" / "coffea_pfnano.root")
+    assert "numpy fp32 GEMM 2048^3, one thread:" in out
+    assert "### deepsets: jets/s on one core vs batch size" in out
+    assert "| batch | onnxruntime jets/s | torch eager jets/s | ONNX/torch |" in out
+    assert "### deepsets: OnnxModel.evaluate on" in out
+    assert _row(out, "bucketed")
+    assert "MFLOP from the ONNX graph" in out
+    assert "### summary: batch 1024" in out
+
+
+def test_training_bench_quick(shared_data):
+    out = _run("training.py", shared_data / "pfnano" / "coffea_pfnano.root")
+    assert "### training on CPU, jets per CPU second" in out
+    assert "loader alone jets/s" in out
+    for name in ("mlp_nanoaod", "deepsets"):
+        assert _row(out, name)
+    assert "cost vs number of jets" in out

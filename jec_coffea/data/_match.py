@@ -5,14 +5,15 @@ dR(jet, GenJet) < R/2. Files without the index use the closest GenJet, each GenJ
 once (greedy in increasing dR over all jet-GenJet pairs of the event), with the same dR cut.
 CMS's own index allows dR up to 0.4 for AK4; the recomputed cut keeps the target clean.
 
-Everything works on flat per-jet numpy arrays plus per-event counts; the greedy matching is a
-``numba.njit`` kernel over flat arrays (the only loop, as the pairing is sequential by nature).
+Everything works on flat per-jet numpy arrays plus per-event counts; the greedy matching is the
+``numba.njit`` kernel of :mod:`jec_coffea.matching`, shared with the simulation.
 """
 
 from __future__ import annotations
 
-import numba
 import numpy as np
+
+from ..matching import greedy_match_offsets
 
 __all__ = ["delta_phi", "delta_r", "greedy_match", "index_match"]
 
@@ -56,40 +57,6 @@ def index_match(
     return np.where(valid, offsets[jet_event] + idx, -1)
 
 
-@numba.njit(cache=True)
-def _greedy_kernel(
-    jet_offsets, jet_eta, jet_phi, gen_offsets, gen_eta, gen_phi, max_dr
-):
-    out = np.full(jet_eta.shape[0], -1, np.int64)
-    n_events = jet_offsets.shape[0] - 1
-    for ev in range(n_events):
-        j0, j1 = jet_offsets[ev], jet_offsets[ev + 1]
-        g0, g1 = gen_offsets[ev], gen_offsets[ev + 1]
-        nj, ng = j1 - j0, g1 - g0
-        if nj == 0 or ng == 0:
-            continue
-        dr = np.empty(nj * ng)
-        for a in range(nj):
-            for b in range(ng):
-                dphi = jet_phi[j0 + a] - gen_phi[g0 + b]
-                dphi = (dphi + np.pi) % (2 * np.pi) - np.pi
-                deta = jet_eta[j0 + a] - gen_eta[g0 + b]
-                dr[a * ng + b] = np.sqrt(deta * deta + dphi * dphi)
-        order = np.argsort(dr, kind="mergesort")
-        jet_used = np.zeros(nj, np.bool_)
-        gen_used = np.zeros(ng, np.bool_)
-        for k in order:
-            if dr[k] >= max_dr:
-                break
-            a, b = k // ng, k % ng
-            if jet_used[a] or gen_used[b]:
-                continue
-            jet_used[a] = True
-            gen_used[b] = True
-            out[j0 + a] = g0 + b
-    return out
-
-
 def greedy_match(
     jet_counts: np.ndarray,
     jet_eta: np.ndarray,
@@ -122,12 +89,6 @@ def greedy_match(
     """
     jet_offsets = np.concatenate(([0], np.cumsum(jet_counts))).astype(np.int64)
     gen_offsets = np.concatenate(([0], np.cumsum(gen_counts))).astype(np.int64)
-    return _greedy_kernel(
-        jet_offsets,
-        np.asarray(jet_eta, np.float64),
-        np.asarray(jet_phi, np.float64),
-        gen_offsets,
-        np.asarray(gen_eta, np.float64),
-        np.asarray(gen_phi, np.float64),
-        float(max_dr),
+    return greedy_match_offsets(
+        jet_offsets, jet_eta, jet_phi, gen_offsets, gen_eta, gen_phi, max_dr
     )

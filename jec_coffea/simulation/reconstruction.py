@@ -27,6 +27,7 @@ import numba
 import numpy as np
 
 from .. import extras
+from ..matching import greedy_match_offsets
 from .config import Jets
 from .generator import NEUTRINOS, Particles, _offsets
 
@@ -236,46 +237,20 @@ def flavour_from_ghosts(
     return had, par
 
 
-@numba.njit(cache=True)
-def _match_kernel(r_off, r_eta, r_phi, g_off, g_eta, g_phi, max_dr):
-    out = np.full(len(r_eta), -1, np.int32)
-    for ev in range(len(r_off) - 1):
-        r0, r1 = r_off[ev], r_off[ev + 1]
-        g0, g1 = g_off[ev], g_off[ev + 1]
-        nr, ng = r1 - r0, g1 - g0
-        if nr == 0 or ng == 0:
-            continue
-        drs = np.empty(nr * ng)
-        for i in range(nr):
-            for j in range(ng):
-                dphi = r_phi[r0 + i] - g_phi[g0 + j]
-                dphi = (dphi + np.pi) % (2 * np.pi) - np.pi
-                deta = r_eta[r0 + i] - g_eta[g0 + j]
-                drs[i * ng + j] = np.sqrt(deta * deta + dphi * dphi)
-        used_g = np.zeros(ng, np.bool_)
-        for k in np.argsort(drs):
-            if drs[k] >= max_dr:
-                break
-            i, j = k // ng, k % ng
-            if out[r0 + i] < 0 and not used_g[j]:
-                out[r0 + i] = j
-                used_g[j] = True
-    return out
-
-
 def greedy_match(
     r_off, r_eta, r_phi, g_off, g_eta, g_phi, max_dr: float = 0.4
 ) -> np.ndarray:
-    """Per reco jet the index (within its event) of the matched GenJet, -1 if none."""
-    return _match_kernel(
-        np.asarray(r_off, np.int64),
-        np.asarray(r_eta, np.float64),
-        np.asarray(r_phi, np.float64),
-        np.asarray(g_off, np.int64),
-        np.asarray(g_eta, np.float64),
-        np.asarray(g_phi, np.float64),
-        max_dr,
-    )
+    """Per reco jet the index (within its event) of the matched GenJet, -1 if none.
+
+    The rule is :func:`jec_coffea.matching.greedy_match_offsets` (the readers' rule: increasing
+    ΔR, each jet and GenJet used once, ΔR < ``max_dr``); offsets have shape (n_events + 1,).
+    Returns int32, shape (n_reco,).
+    """
+    r_off = np.asarray(r_off, np.int64)
+    g_off = np.asarray(g_off, np.int64)
+    flat = greedy_match_offsets(r_off, r_eta, r_phi, g_off, g_eta, g_phi, max_dr)
+    event = np.repeat(np.arange(len(r_off) - 1), np.diff(r_off))
+    return np.where(flat >= 0, flat - g_off[event], -1).astype(np.int32)
 
 
 def grid_rho(

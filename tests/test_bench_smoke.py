@@ -63,3 +63,20 @@ def test_training_bench_quick(shared_data):
     for name in ("mlp_nanoaod", "deepsets"):
         assert _row(out, name)
     assert "cost vs number of jets" in out
+
+
+def test_processor_bench_quick(shared_data):
+    out = _run("processor.py", shared_data / "pfnano" / "coffea_pfnano.root")
+    assert "### CPU seconds per 1,000 jets by stage" in out
+    assert "| s / 1k jets" in out
+    assert _row(out, "inference deepsets")
+    assert "target 1: stages but inference" in out
+    assert "### processor events/s" in out
+    for name in ("standard", "standard+deepsets", "standard+3 deepsets"):
+        assert _row(out, name)
+    assert "target 2: processor CPU with 3 Deep Sets variants" in out
+    assert "### peak memory of one worker" in out
+    assert "### workers (LocalCluster" in out
+    assert re.search(
+        r"^\|\s*1\s*\|\s*10\s*\|", out, re.MULTILINE
+    )  # 1 worker, 10 events

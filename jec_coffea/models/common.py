@@ -140,12 +140,15 @@ class CalibrationNetwork(nn.Module):
         )
 
     def used_types(self, spec: Any) -> list[str]:
-        """Constituent types the network reads (config ``types`` or all of the spec)."""
+        """Constituent types the network reads (config ``types`` or all of the spec); at least one."""
         available = list(spec.constituents)
         types = self.config.types if self.config.types is not None else available
         missing = [t for t in types if t not in available]
         if missing:
             msg = f"{self.config.architecture}: types {missing} not in the feature spec {available}"
+            raise ConfigError(msg)
+        if not types:
+            msg = f"{self.config.architecture}: no constituent types in the feature spec (use mlp)"
             raise ConfigError(msg)
         return list(types)
 

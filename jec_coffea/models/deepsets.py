@@ -15,7 +15,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from jec_coffea.errors import ConfigError
 from jec_coffea.models.common import (
     CalibrationNetwork,
     FeatureEncoder,
@@ -35,9 +34,6 @@ class DeepSets(CalibrationNetwork):
     def __init__(self, config: Any, spec: Any) -> None:
         super().__init__(config, spec)
         self.types = self.used_types(spec)
-        if not self.types:
-            msg = "deepsets: no constituent types in the feature spec (use mlp)"
-            raise ConfigError(msg)
         self.encoders = nn.ModuleDict()
         self.phi = nn.ModuleDict()
         for t in self.types:

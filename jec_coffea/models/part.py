@@ -29,7 +29,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from jec_coffea.errors import ConfigError
 from jec_coffea.models.common import CalibrationNetwork, FeatureEncoder, feature_index
 
 __all__ = ["ParT", "pairwise_features"]
@@ -122,9 +121,6 @@ class ParT(CalibrationNetwork):
     def __init__(self, config: Any, spec: Any) -> None:
         super().__init__(config, spec)
         self.types = self.used_types(spec)
-        if not self.types:
-            msg = "part: no constituent types in the feature spec (use mlp)"
-            raise ConfigError(msg)
         self.kin_index = {
             t: [
                 feature_index(spec, t, name, f"part {t} pairwise features")

@@ -22,7 +22,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from jec_coffea.errors import ConfigError
 from jec_coffea.models.common import (
     CalibrationNetwork,
     FeatureEncoder,
@@ -95,9 +94,6 @@ class ParticleNet(CalibrationNetwork):
     def __init__(self, config: Any, spec: Any) -> None:
         super().__init__(config, spec)
         self.types = self.used_types(spec)
-        if not self.types:
-            msg = "particlenet: no constituent types in the feature spec (use mlp)"
-            raise ConfigError(msg)
         self.coord_index = {
             t: [
                 feature_index(spec, t, c, f"particlenet {t} coordinates")

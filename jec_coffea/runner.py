@@ -63,7 +63,18 @@ logger = logging.getLogger(__name__)
 
 
 class ChunkFailedError(JecCoffeaError, RuntimeError):
-    """A chunk failed and the run stopped; finished chunks are kept for ``--resume``."""
+    """A chunk failed and the run stopped; finished chunks are kept for ``--resume``.
+
+    ``checkpoint_key`` and ``chunks_kept`` say where the finished chunks are and how many
+    (None and 0 without a checkpoint directory).
+    """
+
+    def __init__(
+        self, message: str, checkpoint_key: str | None = None, chunks_kept: int = 0
+    ) -> None:
+        super().__init__(message)
+        self.checkpoint_key = checkpoint_key
+        self.chunks_kept = chunks_kept
 
 
 # --- schemas ----------------------------------------------------------------------------------
@@ -462,7 +473,7 @@ def run_fileset(
                 else "no checkpoints were kept (no checkpoint directory)"
             )
             msg = f"{err} [{type(root).__name__}: {root}]; {hint}"
-            raise ChunkFailedError(msg) from err
+            raise ChunkFailedError(msg, checkpoint_key=key, chunks_kept=kept) from err
     t_run = time.perf_counter()
 
     failures.extend(wrapped.get("failed", []))

@@ -100,10 +100,12 @@ def test_failed_chunk_is_resumed(fileset, undisturbed, tmp_path, executor, reque
     assert "coffea_nano_tt_v12.root" in message
     assert "MemoryError: injected failure at entries" in message
     # the same configuration keys the checkpoints of both processors
-    key = next(p.name for p in ckpt.iterdir())
+    key = info.value.checkpoint_key
     kept = ResumableCheckpointer(str(ckpt), key).count()
+    assert info.value.chunks_kept <= kept  # a chunk still running may finish afterwards
     if executor == "iterative":
         assert kept == 1  # the first chunk finished before the failure
+    # on dask the failing chunk may be the first to finish: nothing kept yet is fine
     assert kept <= 2
     proc = ResponseProcessor(methods=METHODS, split="test")
     report = run_fileset(fileset, proc, executor=make(), resume=True, **common)

@@ -8,7 +8,7 @@ JEC_COFFEA_DATA ?= $(abspath ../shared/data)
 export JEC_COFFEA_DATA
 PYTEST_ARGS ?=
 
-.PHONY: demo test install lint format clean wheel
+.PHONY: demo test install lint format clean wheel shipped-models
 
 $(STAMP): pyproject.toml constraints.txt setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,12 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/jec-coffea demo --data "$(JEC_COFFEA_DATA)" -o demo-output
+
+# Regenerate jec_coffea/shipped_models/{deepsets,particlenet,mlp_nanoaod}.{onnx,md} (hours;
+# resumable: rerun after an interruption). The work directory keeps samples, trainings, runs.
+SHIP_WORKDIR ?= shipped-models-work
+shipped-models: $(STAMP)
+	$(BIN)/jec-coffea ship-models -o $(SHIP_WORKDIR)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -9,10 +9,14 @@ ParticleNet, ParT) at its configured size and batch size, on the realistic jets 
 * training: the real epoch function of :mod:`jec_coffea.training.loop` (forward, loss,
   backward, optimiser step, per-step loss check) for a fixed number of steps;
 * their ratio (the loader must not be the bottleneck: >= 5x) and the epoch time they imply;
+* the same training steps on full-width batches (``BatchLoader(trim=False)``: constituent
+  tensors padded to ``max_constituents``) and the speed-up of trimming each batch to its
+  longest jet, with the mean number of charged slots per batch both ways;
 * cost vs number of jets at three sample sizes: data preparation (selection, split,
   to_tensors, transform fit and application), one loader epoch and one training epoch.
 
-Usage: ``python bench/training.py [--models deepsets,...] [--threads 1] [--quick]``. Figures
+Usage: ``python bench/training.py [--models deepsets,...] [--threads 1] [--quick]``
+(``--quick --models particlenet,part``: the trimming comparison of the point-cloud networks). Figures
 are per CPU second of this process; ``--threads`` sets torch's intra-op threads (default 1:
 per-core figures).
 """
@@ -80,6 +84,17 @@ class Setup:
             jets += int(batch["target"].shape[0])
         return jets
 
+    def mean_slots(self, key: str = "charged", steps: int = 20) -> float | None:
+        """Mean width of the ``key`` tensor over the first ``steps`` batches of epoch 0."""
+        if key not in self.loader.tensors:
+            return None
+        self.loader.set_epoch(0)
+        widths = [
+            int(batch[key].shape[1])
+            for _, batch in zip(range(steps), self.loader, strict=False)
+        ]
+        return sum(widths) / max(len(widths), 1)
+
     def train_steps(self, steps: int, epoch: int = 0) -> int:
         """Run ``steps`` training steps with the real epoch function; returns jets seen."""
         state = {"step": 0, "epoch": epoch}
@@ -115,8 +130,15 @@ def bench_architecture(setup: Setup, args: argparse.Namespace) -> list[Any]:
     cpu_loader, jets_loader = timed(lambda: setup.loader_epoch(1))
     setup.train_steps(1, epoch=2)  # warm-up (allocator, autograd graph)
     cpu_train, jets_train = timed(lambda: setup.train_steps(steps, epoch=3))
+    slots = setup.mean_slots()
+    setup.loader.trim = False
+    slots_full = setup.mean_slots()
+    setup.train_steps(1, epoch=2)  # warm-up at the full width
+    cpu_full, jets_full = timed(lambda: setup.train_steps(steps, epoch=3))
+    setup.loader.trim = True
     r_loader = jets_loader / cpu_loader
     r_train = jets_train / cpu_train
+    r_full = jets_full / cpu_full
     n = len(setup.arrays)
     return [
         setup.name,
@@ -128,6 +150,9 @@ def bench_architecture(setup: Setup, args: argparse.Namespace) -> list[Any]:
         r_loader / r_train,
         "yes" if r_loader >= TARGET_LOADER_RATIO * r_train else "NO",
         n / r_train,
+        r_full,
+        r_train / r_full,
+        "-" if slots is None else f"{slots:.1f} / {slots_full:.0f}",
         steps,
     ]
 
@@ -178,7 +203,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--models", default="mlp_nanoaod,deepsets,particlenet,part")
+    p.add_argument(
+        "--models",
+        default=None,
+        help="comma-separated configurations (default: all four; --quick: mlp_nanoaod,deepsets)",
+    )
     p.add_argument("--sample", default=None, help="data.yaml or ROOT file")
     p.add_argument("--max-events", type=int, default=2000, help="events read per file")
     p.add_argument(
@@ -192,10 +221,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="smoke run (< 1 min)")
     args = p.parse_args(argv)
     if args.quick:
-        args.models = "mlp_nanoaod,deepsets"
+        args.models = args.models or "mlp_nanoaod,deepsets"
         args.max_events = min(args.max_events, 300)
         args.steps = 3
         args.scaling_events = "100,200,300"
+    args.models = args.models or "mlp_nanoaod,deepsets,particlenet,part"
     args.models = [m for m in str(args.models).split(",") if m]
     args.scaling_events = [int(e) for e in str(args.scaling_events).split(",")]
     return args
@@ -230,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
             "loader/training",
             "met",
             "epoch CPU s",
+            "untrimmed training jets/s",
+            "trim speed-up",
+            "charged slots trimmed / full",
             "steps timed",
         ],
         rows,

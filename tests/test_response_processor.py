@@ -282,3 +282,24 @@ def test_unit_weights_count_each_jet_once(shared_data, ul17, pfnano_out):
     np.testing.assert_allclose(n_gen.value, n_unit.value)
     with pytest.raises(ConfigError, match="weights"):
         ResponseProcessor(jec=ul17, weights="flat")
+
+
+def test_selected_jets_only_fill_the_same_response(shared_data, ul17, pfnano_out):
+    """reco_views=False evaluates the methods on the selected jets only: the gen-based
+    histograms and the cut-flow are those of the full run, the reco views stay empty."""
+    proc = ResponseProcessor(jec=ul17, reco_views=False)
+    assert proc.fingerprint()["reco_views"] is False
+    lean = _run(shared_data / PFNANO, proc, chunksize=4)
+    for key in ("response", "response_flavour6", "response_vs_rho", "response_vs_eta"):
+        np.testing.assert_array_equal(
+            lean[key].values(flow=True), pfnano_out[key].values(flow=True)
+        )
+        np.testing.assert_array_equal(
+            lean[key].variances(flow=True), pfnano_out[key].variances(flow=True)
+        )
+    assert lean["cutflow"].counts == pfnano_out["cutflow"].counts
+    assert lean["n_jets"] == pfnano_out["n_jets"]
+    assert pfnano_out["corrected_pt"].sum(flow=True).value > 0
+    assert lean["corrected_pt"].sum(flow=True).value == 0
+    assert lean["correction_factor"].sum(flow=True).value == 0
+    assert all(n == 0 for n in lean["n_reco_jets"].values())

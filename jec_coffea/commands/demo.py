@@ -21,16 +21,15 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 from rich.console import Console
 from rich.table import Table
 
-log = logging.getLogger(__name__)
+from ._pipeline import Step as _Step
+from ._pipeline import write_config
 
-_REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
+log = logging.getLogger(__name__)
 
 _DEMO_OVERRIDES: dict[str, dict] = {
     "deepsets": {
@@ -52,16 +51,6 @@ _DEMO_OVERRIDES: dict[str, dict] = {
     },
 }
 """What the demo changes in the example configurations of ``models/`` to train in minutes."""
-
-
-@dataclass
-class _Step:
-    name: str
-    argv: list[str]
-    needs: tuple[str, ...] = ()
-    status: str = "not run"
-    seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
 
 
 def setup(parser: argparse.ArgumentParser) -> None:
@@ -105,25 +94,7 @@ def setup(parser: argparse.ArgumentParser) -> None:
 
 def _demo_config(name: str, out: Path, epochs: int | None) -> Path:
     """Write the demo variant of ``models/<name>.yaml`` into ``out`` and return its path."""
-    source = _REPO_MODELS / f"{name}.yaml"
-    if not source.is_file():
-        from jec_coffea.errors import InputFileError
-
-        raise InputFileError(
-            str(source), "example configuration not found (run from a checkout)"
-        )
-    config = yaml.safe_load(source.read_text())
-    for key, value in _DEMO_OVERRIDES[name].items():
-        if isinstance(value, dict) and isinstance(config.get(key), dict):
-            config[key] = {**config[key], **value}
-        else:
-            config[key] = value
-    if epochs is not None:
-        config["epochs"] = epochs
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
+    return write_config(name, out, _DEMO_OVERRIDES[name], epochs=epochs)
 
 
 def _steps(args: argparse.Namespace, out: Path) -> list[_Step]:

@@ -1,6 +1,7 @@
 """Derive the standard correction (L1FastJet + L2Relative) by MC truth on a simulated sample.
 
-Reads the training split (jec_coffea.data.split) of the dataset DATA (data.yaml), keeps the
+Reads the training split (jec_coffea.data.split) of the dataset DATA (data.yaml), or every
+jet with --split all (a training sample simulated apart from the test sample), keeps the
 matched jets passing the default selection and derives:
 
 - L1FastJet from the per-jet pile-up offset (jet-table field pt_offset_truth: the pile-up
@@ -72,9 +73,10 @@ def setup(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--split",
-        choices=("train", "val", "test"),
+        choices=("train", "val", "test", "all"),
         default="train",
-        help="split to derive on (default train)",
+        help="split to derive on (default train); 'all' takes every jet of DATA, for a "
+        "training sample independent of the test sample",
     )
     parser.add_argument(
         "--min-jets",
@@ -159,7 +161,7 @@ def run(console: Console, args: argparse.Namespace) -> int:
         reason = first.get("ctx", {}).get("error") or first["msg"]
         msg = f"option --{where}: {reason}"
         raise ConfigError(msg) from err
-    jets, cutflow = load_jets(args.data, args.split)
+    jets, cutflow = load_jets(args.data, None if args.split == "all" else args.split)
     console.print(cutflow)
     result = derive_standard(
         jets, args.output, config, source=str(args.data), cutflow=cutflow

@@ -71,6 +71,14 @@ def setup(parser: argparse.ArgumentParser) -> None:
         help="fill with genWeight (default) or count each jet once (pT-hat-biased samples)",
     )
     parser.add_argument(
+        "--no-reco-views",
+        dest="reco_views",
+        action="store_false",
+        help="on simulation, evaluate the methods only on jets passing the response "
+        "selection and fill only the gen-based histograms (about 20x less inference on "
+        "simulated samples; the corrected-pT, factor and input views stay empty)",
+    )
+    parser.add_argument(
         "--methods",
         help="comma-separated built-in methods (default: raw,standard (with --jec),"
         "nanoaod,pt_full_corr,pnet,upart)",
@@ -288,6 +296,7 @@ def run(console: Console, args: argparse.Namespace) -> int:
         models=models,
         split=args.split,
         weights=args.weights,
+        reco_views=args.reco_views,
         columns_dir=(
             str((out_dir / outputs.COLUMNS_DIR).resolve())
             if args.save_columns

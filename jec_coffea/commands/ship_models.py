@@ -11,7 +11,7 @@ subcommand (printed before it runs, so any step can be rerun by hand):
      split 0.9/0.1/0, data.max_jets for curve runs, epochs, patience, --set), then
      build-transform TRAIN -c CONFIG -o WORKDIR/train/<run>/transform.yaml and
      train CONFIG --data TRAIN --transform ... -o WORKDIR/train/<run> [--resume]
-  5. run --fileset TEST --split all --weights unit --jec WORKDIR/standard -m <run>=... for
+  5. run --fileset TEST --split all --weights unit --no-reco-views --jec WORKDIR/standard -m <run>=... for
      every run, -o WORKDIR/run-test (local dask cluster by default)
   6. evaluate WORKDIR/run-test --json/--markdown WORKDIR/evaluate/summary.{json,md}, and
      closure TEST --jec WORKDIR/standard --split all --weights unit > WORKDIR/closure.txt
@@ -57,8 +57,12 @@ log = logging.getLogger(__name__)
 MODELS = ("deepsets", "particlenet", "mlp_nanoaod")
 """The shipped models, each trained from ``models/<name>.yaml``."""
 
-DEFAULT_EPOCHS = {"deepsets": 40, "particlenet": 12, "mlp_nanoaod": 40}
+DEFAULT_EPOCHS = {"deepsets": 40, "particlenet": 10, "mlp_nanoaod": 40}
 """Maximum epochs per model (ParticleNet is limited by 2 CPU cores)."""
+
+FULL_JETS: dict[str, int] = {"particlenet": 100_000}
+"""Training jets of the full-size run where not the whole sample: ParticleNet-Lite trains at
+~500 jets/s on 2 CPU cores, so its full run takes 100k jets (issue 5 asks for >= 100k)."""
 
 DEFAULT_CURVE = {
     "deepsets": (50_000, 100_000),
@@ -197,7 +201,7 @@ def _runs(args: argparse.Namespace, models: list[str]) -> list[dict[str, Any]]:
                 {
                     "name": run_name(model, jets),
                     "model": model,
-                    "max_jets": jets,
+                    "max_jets": jets if jets is not None else FULL_JETS.get(model),
                     "epochs": epochs.get(model, DEFAULT_EPOCHS[model]),
                     "patience": patience.get(model),
                 }
@@ -359,6 +363,9 @@ def _tasks(args: argparse.Namespace, out: Path, plan: dict[str, Any]) -> list[Ta
         specs.append(f"{name}={train_dir / 'model.onnx'}")
     run_dir = out / "run-test"
     run_argv = ["run", "--fileset", data["test"], "--split", "all", "--weights", "unit"]
+    run_argv += [
+        "--no-reco-views"
+    ]  # the cards need the response only: 20x less inference
     run_argv += ["--jec", str(std)]
     for spec in specs:
         run_argv += ["-m", spec]

@@ -87,6 +87,28 @@ def test_standard_corrects_the_simulated_response(demo_dir):
 
 
 @pytest.mark.slow
+def test_shipped_deep_sets_resolves_better_than_raw(demo_dir):
+    """The shipped Deep Sets model's IQR/median is below raw's in >= 80% of the (|eta|,
+    pT_gen) bins with >= 200 jets (all flavours) of the demo's simulated test split."""
+    h = load(demo_dir / "run_sim" / "histograms.coffea")["response"]
+    assert "deepsets" in h.axes["method"], "the shipped deepsets model was not run"
+    resolution, counts = {}, None
+    for method in ("raw", "deepsets"):
+        proj = h[{"method": method, "flavour": sum}]
+        qv = histogram_quantiles(proj, [0.25, 0.5, 0.75])
+        resolution[method] = (qv[..., 2] - qv[..., 0]) / qv[..., 1]
+        if method == "raw":
+            counts = proj.values().sum(axis=-1)
+    full = counts >= 200
+    assert full.sum() >= 3, f"too few bins with >= 200 jets: {int(full.sum())}"
+    better = resolution["deepsets"][full] < resolution["raw"][full]
+    assert better.mean() >= 0.8, (
+        f"deepsets below raw in {better.sum()} of {full.sum()} bins: "
+        f"{resolution['deepsets'][full]} vs {resolution['raw'][full]}"
+    )
+
+
+@pytest.mark.slow
 def test_real_files_with_constituent_model_skipped_on_old_layout(demo_dir):
     info = json.loads((demo_dir / "run_real_ul17" / "run.json").read_text())
     text = json.dumps(info)

@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 MODELS = ("deepsets", "particlenet", "mlp_nanoaod")
 """The shipped models, each trained from ``models/<name>.yaml``."""
 
-DEFAULT_EPOCHS = {"deepsets": 40, "particlenet": 10, "mlp_nanoaod": 40}
+DEFAULT_EPOCHS = {"deepsets": 40, "particlenet": 6, "mlp_nanoaod": 40}
 """Maximum epochs per model (ParticleNet is limited by 2 CPU cores)."""
 
 FULL_JETS: dict[str, int] = {"particlenet": 100_000}

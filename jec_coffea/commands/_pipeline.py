@@ -96,13 +96,20 @@ def write_config(
     Path
         The written file.
     """
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{stem or name}.yaml"
+    path.write_text(render_config(name, overrides, epochs=epochs))
+    return path
+
+
+def render_config(
+    name: str, overrides: dict[str, Any], *, epochs: int | None = None
+) -> str:
+    """The YAML text :func:`write_config` writes (to tell whether a written one is stale)."""
     config = merge(example_config(name), overrides)
     if epochs is not None:
         config["epochs"] = epochs
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{stem or name}.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
+    return yaml.safe_dump(config, sort_keys=False)
 
 
 # --------------------------------------------------------------------------- options

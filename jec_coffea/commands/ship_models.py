@@ -45,6 +45,7 @@ from ._pipeline import (
     merge,
     parse_pairs,
     positive_int,
+    render_config,
     run_tasks,
     selected,
     write_config,
@@ -325,8 +326,21 @@ def _tasks(args: argparse.Namespace, out: Path, plan: dict[str, Any]) -> list[Ta
             write_config(model, out / "configs", over, epochs=epochs, stem=name)
             return 0
 
+        def _stale(model=r["model"], over=over, epochs=r["epochs"], path=config):
+            text = render_config(model, over, epochs=epochs)
+            if path.is_file() and path.read_text() != text:
+                return (
+                    f"{path.name} differs from models/{model}.yaml with the overrides"
+                )
+            return None
+
         tasks.append(
-            Task(Step(f"config:{name}", [], train_needs), [config], action=_write)
+            Task(
+                Step(f"config:{name}", [], train_needs),
+                [config],
+                action=_write,
+                check=_stale,
+            )
         )
         transform = train_dir / "transform.yaml"
         tasks.append(

@@ -32,7 +32,7 @@ from jec_coffea.config import (
     SelectionConfig,
     TrainingConfig,
 )
-from jec_coffea.data.jet_table import JetTable, flavour_group
+from jec_coffea.data.jet_table import FLAVOUR_GROUPS, JetTable, flavour_group
 from jec_coffea.errors import ConfigError, ModelMismatchError
 from jec_coffea.training import (
     BatchLoader,
@@ -349,6 +349,23 @@ def test_flat_reweighting_with_class_balance():
         np.testing.assert_allclose(populated, populated.mean(), rtol=1e-5)
     totals = h.sum(axis=(1, 2))[:4]
     np.testing.assert_allclose(totals, totals.mean(), rtol=1e-5)
+
+
+def test_class_balance_leaves_the_unknown_group_its_share():
+    """A handful of jets without flavour must not be blown up to the size of a group."""
+    rng = np.random.default_rng(3)
+    n = 20_000
+    flavour = rng.choice(4, size=n, p=[0.4, 0.15, 0.15, 0.3])
+    flavour[:20] = FLAVOUR_GROUPS.index("unknown")
+    pt = rng.uniform(20, 500, n)
+    eta = rng.uniform(-2.5, 2.5, n)
+    cfg = ReweightingConfig(target="none", class_balance=True, max_weight=None)
+    w = training_weights(pt, eta, flavour, cfg).astype(float)
+    totals = np.bincount(flavour, weights=w, minlength=len(FLAVOUR_GROUPS))
+    np.testing.assert_allclose(totals[:4], totals[:4].mean(), rtol=1e-6)
+    unknown = FLAVOUR_GROUPS.index("unknown")
+    assert totals[unknown] / w.sum() < 0.002  # 20 of 20,000 jets keep ~their share
+    assert w.sum() ** 2 / np.sum(w**2) > 0.8 * n  # effective statistics stay high
 
 
 @pytest.mark.parametrize("target", ["reference", "average"])

@@ -143,15 +143,20 @@ def training_weights(
             n,
         )
     if config.class_balance:
+        # the physics groups get the same total; "unknown" (no flavour definition, a few
+        # per mille of the matched jets) keeps its share: balancing it too would give its
+        # handful of jets weights of ~50 and cut the effective statistics tenfold
         per_flavour = np.zeros(len(FLAVOUR_GROUPS))
         np.add.at(per_flavour, flavour, weights)
-        n_groups = int(np.count_nonzero(per_flavour > 0))
-        scale = np.divide(
-            per_flavour.sum() / max(n_groups, 1),
-            per_flavour,
-            out=np.zeros_like(per_flavour),
-            where=per_flavour > 0,
+        balanced = np.array([g != "unknown" for g in FLAVOUR_GROUPS]) & (
+            per_flavour > 0
         )
+        n_groups = int(np.count_nonzero(balanced))
+        scale = np.ones_like(per_flavour)
+        if n_groups:
+            scale[balanced] = (
+                per_flavour[balanced].sum() / n_groups / per_flavour[balanced]
+            )
         weights = weights * scale[flavour]
     mean = weights.mean()
     if mean <= 0 or not np.isfinite(mean):

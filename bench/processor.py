@@ -213,8 +213,11 @@ def stage_costs(
 
     def fill() -> None:
         out = proc.empty_output()
+        mask, _ = proc.selection.apply(
+            table.jets, lepton_dr=lepton_dr, cutflow=out["cutflow"]
+        )
         proc._fill_reco(out, table.jets, estimates, weight)
-        proc._fill_response(out, table.jets, estimates, weight, lepton_dr)
+        proc._fill_response(out, table.jets, estimates, weight, mask)
 
     t_fill, _ = best_cpu(fill, args.repeats)
     return {

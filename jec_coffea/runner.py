@@ -19,7 +19,13 @@ atomically). A failing chunk (out of memory, corrupt basket) stops the run with
 :class:`ChunkFailedError` naming it, and keeps the finished chunks: ``resume=True`` completes
 the run, recomputing only what is missing. With ``skip_bad_files=True`` the run goes on past
 unreadable files and failing chunks and lists each with its error (:attr:`RunReport.failures`).
-A worker killed by the operating system (``KilledWorker``) cannot be skipped, but is resumable.
+
+A chunk that kills its dask worker (segfault, out-of-memory killer) ends in ``KilledWorker``
+once the scheduler's ``distributed.scheduler.allowed-failures`` retries are used up. The dask
+executor (:class:`~jec_coffea.executors.ResilientDaskExecutor`) still finishes every other
+chunk; the chunk is run once more alone, so a chunk that merely shared the dying worker is not
+blamed. Then it is listed as a failure (``skip_bad_files``) or stops the run with
+:class:`ChunkFailedError`, all other chunks checkpointed for ``resume``.
 """
 
 from __future__ import annotations
@@ -45,12 +51,20 @@ from coffea.processor.accumulator import accumulate
 from .data._layouts import LAYOUTS
 from .data.schema import OldPFNanoAODSchema
 from .errors import ConfigError, InputFileError, JecCoffeaError
-from .executors import EXECUTORS, jobqueue_cluster, make_executor, open_client
+from .executors import (
+    EXECUTORS,
+    ResilientDaskExecutor,
+    jobqueue_cluster,
+    make_executor,
+    open_client,
+    resilient,
+)
 
 __all__ = [
     "EXECUTORS",
     "ChunkFailedError",
     "LayoutSchema",
+    "ResilientDaskExecutor",
     "ResumableCheckpointer",
     "RunReport",
     "jobqueue_cluster",
@@ -286,6 +300,21 @@ class _RecordingRunner(processor.Runner):
             return {"failed": [failure_record(item, err, "process")]}
 
 
+class _KilledChunk:
+    """``on_killed`` of the dask executor: a chunk that killed its worker becomes a failure record."""
+
+    def __init__(self, processor_instance: Any) -> None:
+        self.empty = getattr(processor_instance, "empty_output", None)
+
+    def __call__(self, item: Any, err: BaseException) -> dict[str, Any]:
+        out: dict[str, Any] = {"failed": [failure_record(item, err, "process")]}
+        if self.empty is not None:
+            out["out"] = (
+                self.empty()
+            )  # the run still has an output if every chunk failed
+        return out
+
+
 # --- the run ----------------------------------------------------------------------------------
 
 
@@ -384,7 +413,8 @@ def run_fileset(
         :class:`~jec_coffea.processors.ResponseProcessor`), they key the checkpoints and give
         the output when nothing could be processed.
     executor
-        From :func:`make_executor`.
+        From :func:`make_executor`; a coffea ``DaskExecutor`` runs as a
+        :class:`~jec_coffea.executors.ResilientDaskExecutor` with the same settings.
     chunksize
         Events per chunk.
     checkpoint_dir
@@ -393,14 +423,16 @@ def run_fileset(
         Reuse the checkpoints of an earlier run with the same configuration; without it, old
         checkpoints of this configuration are removed first.
     skip_bad_files
-        Go on past unreadable files and failing chunks, listing them in the report.
+        Go on past unreadable files, failing chunks and (dask) chunks that kill their worker
+        (``KilledWorker``), listing them in the report.
 
     Raises
     ------
     InputFileError
         A file cannot be opened (without ``skip_bad_files``).
     ChunkFailedError
-        A chunk failed (without ``skip_bad_files``); finished chunks stay checkpointed.
+        A chunk failed or killed its worker (without ``skip_bad_files``); finished chunks stay
+        checkpointed.
     """
     t0 = time.perf_counter()
     rows = normalize_fileset(fileset)
@@ -451,6 +483,9 @@ def run_fileset(
         else:
             checkpointer.clear()
 
+    executor = resilient(executor)
+    if skip_bad_files and isinstance(executor, ResilientDaskExecutor):
+        executor = executor.copy(on_killed=_KilledChunk(processor_instance))
     wrapped: dict[str, Any] = {}
     if good:
         runner = _RecordingRunner(

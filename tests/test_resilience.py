@@ -1,9 +1,12 @@
 """Resilient runs: a failing chunk keeps the finished ones, --resume completes the run,
---skip-bad-files goes on past corrupt and unreadable files and lists them with their errors."""
+--skip-bad-files goes on past corrupt and unreadable files and lists them with their errors.
+A chunk that kills its dask worker (issue 6) is resumable and skippable like any other."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -45,6 +48,51 @@ class FailingChunk(ResponseProcessor):
             msg = (
                 f"injected failure at entries {meta['entrystart']}-{meta['entrystop']}"
             )
+            raise MemoryError(msg)
+        return super().process(events)
+
+
+KILL_AT = 100
+"""The chunk holding this entry kills its worker."""
+
+
+class KillingChunk(ResponseProcessor):
+    """Kills its own dask worker process, as a segfault or the out-of-memory killer would, on
+    the chunk holding entry KILL_AT; the same configuration (checkpoint key) as
+    ResponseProcessor. With ``once`` set (a path), the first chunk also kills its worker, but
+    only the first time it runs (creating the file ``once``), like a chunk sharing the worker
+    of the culprit."""
+
+    once: str | None = None
+
+    def process(self, events: Any) -> dict[str, Any]:
+        meta = events.metadata
+        if meta["entrystart"] <= KILL_AT < meta["entrystop"]:
+            self._kill()
+        if self.once is not None and meta["entrystart"] == 0:
+            try:
+                os.close(os.open(self.once, os.O_CREAT | os.O_EXCL))
+            except FileExistsError:
+                pass
+            else:
+                self._kill()
+        return super().process(events)
+
+    @staticmethod
+    def _kill() -> None:
+        from distributed import get_worker
+
+        get_worker()  # raises outside a dask worker: never kill the test process
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class FailingAt(ResponseProcessor):
+    """Raises on the chunk KillingChunk kills its worker on (the expected partial output)."""
+
+    def process(self, events: Any) -> dict[str, Any]:
+        meta = events.metadata
+        if meta["entrystart"] <= KILL_AT < meta["entrystop"]:
+            msg = "skipped like the killed chunk"
             raise MemoryError(msg)
         return super().process(events)
 
@@ -212,3 +260,100 @@ def test_skip_bad_files_lists_failures_and_completes_the_rest(
         chunksize=70,
     )
     _same(load(str(out / "histograms.coffea")), alone.output)
+
+
+# --- a chunk that kills its worker (issue 6) ----------------------------------------------------
+
+KILL_CHUNKSIZE = 50
+"""4 chunks of 50 entries, two sent to each single-threaded worker: the killed worker usually
+takes an innocent queued chunk down with it (which must then not be blamed)."""
+
+
+@pytest.fixture(scope="module")
+def kill_client():
+    """A LocalCluster of its own (workers get killed), no scheduler retries of a killed task."""
+    distributed = pytest.importorskip("distributed")
+    import dask
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        cluster = distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        )
+    client = distributed.Client(cluster)
+    yield client
+    client.close()
+    cluster.close()
+
+
+@pytest.mark.dask
+def test_killed_worker_is_resumable(fileset, undisturbed, tmp_path, kill_client):
+    ckpt = tmp_path / "checkpoints"
+    common = {"chunksize": KILL_CHUNKSIZE, "checkpoint_dir": str(ckpt)}
+    with pytest.raises(ChunkFailedError, match="--resume") as info:
+        run_fileset(
+            fileset,
+            KillingChunk(methods=METHODS, split="test"),
+            executor=make_executor("dask", client=kill_client),
+            **common,
+        )
+    message = str(info.value)
+    assert "coffea_nano_tt_v12.root" in message
+    assert "entries 100-150" in message
+    assert "KilledWorker: Attempted to run task" in message
+    # every other chunk finished (queued chunks killed alongside were run again) and is kept
+    assert info.value.chunks_kept == 3
+    report = run_fileset(
+        fileset,
+        ResponseProcessor(methods=METHODS, split="test"),
+        executor=make_executor("dask", client=kill_client),
+        resume=True,
+        **common,
+    )
+    assert report.complete
+    (entry,) = report.files
+    assert (entry["chunks"], entry["chunks_resumed"]) == (4, 3)
+    _same(report.output, undisturbed)
+
+
+@pytest.mark.dask
+def test_killed_worker_is_skipped_and_listed(
+    fileset, tmp_path, kill_client, monkeypatch
+):
+    import jec_coffea.processors
+
+    fileset_json = tmp_path / "fileset.json"
+    fileset_json.write_text(json.dumps(fileset))
+    out = tmp_path / "out"
+    monkeypatch.setattr(jec_coffea.processors, "ResponseProcessor", KillingChunk)
+    # the first chunk also ends in KilledWorker once: run again alone, it must not be blamed
+    once = tmp_path / "first-chunk-killed"
+    monkeypatch.setattr(KillingChunk, "once", str(once))
+    argv = ["run", "--fileset", str(fileset_json), "-o", str(out), "--split", "test"]
+    argv += ["--methods", ",".join(METHODS), "--chunksize", str(KILL_CHUNKSIZE)]
+    argv += ["--scheduler", kill_client.scheduler.address, "--no-progress"]
+    assert main([*argv, "--skip-bad-files"]) == 1
+    assert once.exists()
+    info = json.loads((out / "run.json").read_text())
+    assert info["complete"] is False
+    (failure,) = info["failures"]
+    assert Path(failure["file"]).name == "coffea_nano_tt_v12.root"
+    assert (failure["entry_start"], failure["entry_stop"]) == (100, 150)
+    assert failure["stage"] == "process"
+    assert failure["error_type"] == "KilledWorker"
+    assert "killed its dask worker again when run alone" in failure["context"]
+    (entry,) = info["files"]
+    assert (entry["status"], entry["chunks"]) == ("partial", 3)
+    assert entry["entries_processed"] == 150
+    # the other chunks are complete: equal to a run skipping the same chunk by an exception
+    expected = run_fileset(
+        fileset,
+        FailingAt(methods=METHODS, split="test"),
+        executor=make_executor("iterative"),
+        chunksize=KILL_CHUNKSIZE,
+        skip_bad_files=True,
+    )
+    (skipped,) = expected.failures
+    assert (skipped["entry_start"], skipped["entry_stop"]) == (100, 150)
+    from coffea.util import load
+
+    _same(load(str(out / "histograms.coffea")), expected.output)

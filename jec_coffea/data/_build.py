@@ -18,7 +18,7 @@ import awkward as ak
 import numpy as np
 
 from ..errors import MissingBranchError
-from ._constituents import build_constituents
+from ._constituents import build_constituents, entry_values, flat_values, list_counts
 from ._layouts import Layout, resolve_fields
 from ._match import delta_r, greedy_match, index_match
 from ._source import BranchSource
@@ -116,15 +116,13 @@ def build_jet_table(
     missing: dict[str, str] = {}
     n_entries = len(source)
     if layout.per_jet:
-        cols = {name: ak.to_numpy(source[b]) for name, b in found.items()}
+        cols = {name: entry_values(source[b]) for name, b in found.items()}
         n_jets = n_entries
         jet_counts = None
         cols["entry"] = np.arange(n_jets, dtype=np.int64) + source.entry_start
         cols["jet_index"] = np.zeros(n_jets, np.int32)
     else:
-        jet_counts = ak.to_numpy(ak.num(source[found["pt_nano"]], axis=1)).astype(
-            np.int64
-        )
+        jet_counts = list_counts(source[found["pt_nano"]])
         n_jets = int(jet_counts.sum())
         event_of_jet = np.repeat(np.arange(n_entries), jet_counts)
         starts = np.concatenate(([0], np.cumsum(jet_counts)[:-1])).astype(np.int64)
@@ -132,9 +130,9 @@ def build_jet_table(
         for name, branch in found.items():
             array = source[branch]
             if branch.startswith("Jet_"):
-                cols[name] = ak.to_numpy(ak.flatten(array, axis=1))
+                cols[name] = flat_values(array)
             else:
-                cols[name] = ak.to_numpy(array)[event_of_jet]
+                cols[name] = entry_values(array)[event_of_jet]
         cols["entry"] = event_of_jet.astype(np.int64) + source.entry_start
         cols["jet_index"] = (np.arange(n_jets) - starts[event_of_jet]).astype(np.int32)
         _derive_nano(cols, absent, report, n_jets)
@@ -182,10 +180,17 @@ def build_jet_table(
         if name not in cols and name not in missing:
             missing[name] = f"not stored in the {layout.name} layout"
     data = {k: _as_dtype(k, v) for k, v in cols.items()}
-    jets = ak.Array({**{k: data[k] for k in _ordered(data)}, **constituents})
-    if n_jets and len(jets) != n_jets:  # pragma: no cover - internal consistency
-        msg = f"internal error: {len(jets)} rows for {n_jets} jets"
+    # the record layout is built directly (ak.Array(dict) re-inspects every column)
+    order = _ordered(data)
+    contents = [ak.contents.NumpyArray(data[k]) for k in order]
+    contents += [c.layout for c in constituents.values()]
+    lengths = {len(c) for c in contents}
+    if lengths - {n_jets}:  # pragma: no cover - internal consistency
+        msg = f"internal error: columns of {sorted(lengths)} rows for {n_jets} jets"
         raise AssertionError(msg)
+    jets = ak.Array(
+        ak.contents.RecordArray(contents, [*order, *constituents], length=n_jets)
+    )
     log.debug(
         "%s: %d entries -> %d jets (%s)", source.path, n_entries, n_jets, layout.name
     )
@@ -270,13 +275,8 @@ def _gen_match(
         for name in ("matched", *gen_names):
             missing[name] = reason
         return
-    gen = {
-        k: ak.to_numpy(ak.flatten(source[b], axis=1))
-        for k, b in layout.gen_jets.items()
-    }
-    gen_counts = ak.to_numpy(ak.num(source[layout.gen_jets["pt"]], axis=1)).astype(
-        np.int64
-    )
+    gen = {k: flat_values(source[b]) for k, b in layout.gen_jets.items()}
+    gen_counts = list_counts(source[layout.gen_jets["pt"]])
     if "gen_jet_idx" in cols:
         event_of_jet = np.repeat(np.arange(len(jet_counts)), jet_counts)
         gidx = index_match(event_of_jet, cols["gen_jet_idx"], gen_counts)

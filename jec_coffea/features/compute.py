@@ -5,13 +5,18 @@ stored constituent (jagged, stored order). Replacements are never silent: every 
 an optional :class:`ReplacementCounts` that accumulates, per feature, how many values were
 missing (field or collection absent from the layout, or ``None``) and how many were NaN/inf,
 and each replacement is logged at debug level with its count.
+
+Evaluation runs on flat numpy columns (:mod:`._columns`): the registry's elementwise compute
+functions are called on numpy arrays read once from the layout, with jet values broadcast to
+constituents by one gather, which gives the values of the awkward evaluation without its
+per-call overhead. Layouts that are not plain numpy columns take the awkward path.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import awkward as ak
@@ -19,6 +24,7 @@ import numpy as np
 
 from ..data.jet_table import CONSTITUENT_TYPES, JetTable
 from ..errors import ConfigError, closest
+from ._columns import JET_KERNELS, FlatTable, NotFlat, flat_table
 from .registry import CONSTITUENT_FEATURES, JET_FEATURES, FeatureDefinition
 
 __all__ = ["ReplacementCounts", "constituent_features", "jet_features"]
@@ -104,8 +110,8 @@ def _replace(
 ) -> np.ndarray:
     """Replace None (``none`` mask) and NaN/inf in a flat float64 array, counting both."""
     bad = ~np.isfinite(flat)
-    n_none = int(none.sum()) if none is not None else 0
-    n_bad = int(bad.sum()) - n_none
+    n_none = int(np.count_nonzero(none)) if none is not None else 0
+    n_bad = int(np.count_nonzero(bad)) - n_none
     if n_none or n_bad:
         flat = np.where(bad, default, flat)
         log.debug(
@@ -124,6 +130,10 @@ def _replace(
 
 def _flat_values(raw) -> tuple[np.ndarray, np.ndarray | None]:
     """float64 numpy values of a flat (N,) result, with the mask of None entries (or None)."""
+    if isinstance(raw, ak.Array) and isinstance(raw.layout, ak.contents.NumpyArray):
+        raw = raw.layout.data  # e.g. ak.where on numpy input: no None possible
+    if isinstance(raw, np.ndarray):
+        return raw.astype(np.float64, copy=False), None
     raw = raw if isinstance(raw, ak.Array) else ak.Array(np.asarray(raw))
     none = None
     if raw.layout.is_option:
@@ -133,15 +143,33 @@ def _flat_values(raw) -> tuple[np.ndarray, np.ndarray | None]:
     return ak.to_numpy(values), none
 
 
-def _missing_fields(array: ak.Array, fields: tuple[str, ...]) -> list[str]:
-    return [f for f in fields if f not in array.fields]
+def _missing_fields(fields: list[str], wanted: tuple[str, ...]) -> list[str]:
+    return [f for f in wanted if f not in fields]
+
+
+def _jet_raw(table: FlatTable | None, jets: ak.Array, d: FeatureDefinition):
+    """Unreplaced values of a jet feature: flat kernel, flat columns, else awkward."""
+    if table is not None:
+        try:
+            kernel = JET_KERNELS.get(d.name)
+            if kernel is not None:
+                return kernel(table)
+            if not set(d.jet_fields) & set(CONSTITUENT_TYPES):
+                table.record.prefetch(d.jet_fields)
+                return d.compute(table.record)
+        except NotFlat as err:
+            log.debug("feature jet.%s: awkward evaluation (%s)", d.name, err)
+    return d.compute(jets)
 
 
 def _compute_jet(
-    jets: ak.Array, d: FeatureDefinition, counts: ReplacementCounts | None
+    table: FlatTable | None,
+    jets: ak.Array,
+    d: FeatureDefinition,
+    counts: ReplacementCounts | None,
 ) -> np.ndarray:
     key = f"jet.{d.name}"
-    absent = _missing_fields(jets, d.jet_fields)
+    absent = _missing_fields(jets.fields, d.jet_fields)
     if absent:
         log.debug(
             "feature %s: jet-table fields %s absent; default %g", key, absent, d.default
@@ -151,22 +179,29 @@ def _compute_jet(
             counts.total[key] += len(jets)
         return np.full(len(jets), d.default, dtype=np.float64)
     with np.errstate(all="ignore"):
-        values, none = _flat_values(d.compute(jets))
+        values, none = _flat_values(_jet_raw(table, jets, d))
     return _replace(values, none, key, d.default, counts)
 
 
-def _constituent_flat(
-    jets: ak.Array,
-    cands: ak.Array,
+def _constituent_values(
+    jets,
+    cands,
+    jet_fields: list[str],
+    cand_fields: list[str],
+    n: int,
     ctype: str,
     d: FeatureDefinition,
     counts: ReplacementCounts | None,
+    flatten: bool = False,
 ) -> np.ndarray:
-    """Flat float64 values (all constituents of all jets, in order) of one feature."""
+    """Flat float64 values of one feature for ``n`` constituents, defaults counted.
+
+    ``jets`` and ``cands`` are the flat views (jet columns broadcast to the constituents,
+    constituent columns), or the awkward jets and jagged constituents with ``flatten``.
+    """
     key = f"{ctype}.{d.name}"
-    compute, absent = d.resolve(jets.fields, cands.fields)
+    compute, absent = d.resolve(jet_fields, cand_fields)
     if compute is None:
-        n = int(ak.sum(ak.num(cands, axis=1)))
         log.debug(
             "feature %s: fields %s absent; default %g for %d values",
             key,
@@ -179,9 +214,24 @@ def _constituent_flat(
             counts.total[key] += n
         return np.full(n, d.default, dtype=np.float64)
     with np.errstate(all="ignore"):
-        raw = ak.flatten(compute(jets, cands), axis=1)
+        raw = compute(jets, cands)
+        raw = ak.flatten(raw, axis=1) if flatten else raw
     values, none = _flat_values(raw)
     return _replace(values, none, key, d.default, counts)
+
+
+def _needed_fields(
+    defs: Iterable[FeatureDefinition],
+) -> tuple[set[str], set[str]]:
+    """Jet and constituent fields any of ``defs`` may read (with alternatives)."""
+    jet: set[str] = set()
+    cand: set[str] = {"pt"}
+    for d in defs:
+        jet.update(d.jet_fields)
+        cand.update(d.constituent_fields)
+        for fields, _ in d.alternatives:
+            cand.update(fields)
+    return jet, cand
 
 
 def jet_features(
@@ -207,10 +257,17 @@ def jet_features(
         ``name -> float64 array of shape (N,)``, finite everywhere.
     """
     array = _as_array(jets)
-    return {
-        name: _compute_jet(array, _lookup(JET_FEATURES, name, "jet-level"), counts)
-        for name in names
-    }
+    return _jet_features(flat_table(array), array, names, counts)
+
+
+def _jet_features(
+    table: FlatTable | None,
+    array: ak.Array,
+    names: list[str],
+    counts: ReplacementCounts | None,
+) -> dict[str, np.ndarray]:
+    defs = [_lookup(JET_FEATURES, name, "jet-level") for name in names]
+    return {d.name: _compute_jet(table, array, d, counts) for d in defs}
 
 
 def constituent_features(
@@ -246,10 +303,33 @@ def constituent_features(
         # the whole collection is absent: one empty list per jet
         empty = ak.unflatten(np.zeros(0), np.zeros(len(array), dtype=np.int64))
         return dict.fromkeys(names, empty)
-    cands = array[ctype]
-    num = ak.to_numpy(ak.num(cands, axis=1))
+    table = flat_table(array)
+    try:
+        if table is None:
+            msg = "jet record"
+            raise NotFlat(msg)
+        cons = table.constituents(ctype)
+        jet_need, cand_need = _needed_fields(defs)
+        cons.record.prefetch(cand_need)
+        table.record.prefetch(jet_need)
+    except NotFlat as err:
+        log.debug("%s constituents: awkward evaluation (%s)", ctype, err)
+        cands = array[ctype]
+        num = ak.to_numpy(ak.num(cands, axis=1))
+        n, jets_in, cands_in, flatten = int(num.sum()), array, cands, True
+    else:
+        num = cons.counts
+        n, jets_in, cands_in = (
+            len(cons.jet_of),
+            table.record.take(cons.jet_of),
+            cons.record,
+        )
+        flatten = False
+    args = (array.fields, cands_in.fields, n, ctype)
     return {
-        d.name: ak.unflatten(_constituent_flat(array, cands, ctype, d, counts), num)
+        d.name: ak.unflatten(
+            _constituent_values(jets_in, cands_in, *args, d, counts, flatten), num
+        )
         for d in defs
     }
 

@@ -2,7 +2,8 @@
 
 :class:`FeatureSpec` names the features a model uses, in tensor order, and how many
 constituents per type it keeps; :func:`to_tensors` orders constituents by decreasing pT,
-truncates, and gathers the zero-padded tensors (the one place where padding happens). A spec
+truncates, and scatters the zero-padded tensors (the one place where padding happens), on
+flat numpy columns. A spec
 written with another :data:`~.registry.FEATURE_VERSION` is refused.
 """
 
@@ -17,12 +18,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ..data.jet_table import JetTable
 from ..errors import ModelMismatchError
+from ._columns import FlatTable, NotFlat, flat_table
 from .compute import (
     ReplacementCounts,
     _as_array,
-    _constituent_flat,
+    _constituent_values,
+    _jet_features,
+    _needed_fields,
     _unknown,
-    jet_features,
 )
 from .registry import (
     CONSTITUENT_FEATURES,
@@ -177,10 +180,16 @@ def to_tensors(
 ) -> dict[str, np.ndarray]:
     """Build the network inputs of ``spec`` for N jets; the one place where padding happens.
 
-    Constituents of each type are ordered by decreasing pT, truncated to
-    ``spec.max_constituents[type]`` (M), their features computed on the flat constituents and
-    gathered into zero-padded (N, M, F) tensors (see ``_slots``; no per-jet Python). Replacement counts of
-    constituent features refer to the kept constituents.
+    Constituents of each type are ordered by decreasing pT (stable), truncated to
+    ``spec.max_constituents[type]`` (M), their features computed on the flat kept constituents
+    and scattered into zero-padded (N, M, F) tensors. Replacement counts of constituent
+    features refer to the kept constituents.
+
+    The work runs on flat numpy columns (:mod:`._columns`): per type, one read of the
+    (offsets, content) arrays, one stable ``np.lexsort`` on (jet, -pT) if the stored order is
+    not already by decreasing pT, the features of the kept constituents as numpy expressions
+    and one fancy-index assignment into the tensor. Layouts that are not plain columns
+    (option types, typetracers) take the awkward path, with identical results.
 
     Returns
     -------
@@ -197,10 +206,13 @@ def to_tensors(
     """
     spec.check_version()
     array = _as_array(jets)
+    table = flat_table(array)
     out: dict[str, np.ndarray] = {}
     if spec.jet:
-        feats = jet_features(array, spec.jet, counts=counts)
-        out["jet"] = np.stack([feats[n] for n in spec.jet], axis=1).astype(np.float32)
+        feats = _jet_features(table, array, spec.jet, counts)
+        out["jet"] = np.empty((len(array), len(spec.jet)), dtype=np.float32)
+        for k, name in enumerate(spec.jet):
+            out["jet"][:, k] = feats[name]
     for ctype, names in spec.constituents.items():
         if ctype not in array.fields:
             log.info(
@@ -209,29 +221,100 @@ def to_tensors(
                 ctype,
             )
             continue
+        defs = [CONSTITUENT_FEATURES[ctype][name] for name in names]
         m = spec.max_constituents[ctype]
-        cands = array[ctype]
-        if "pt" in cands.fields:
-            cands = cands[ak.argsort(cands.pt, axis=1, ascending=False, stable=True)]
-        cands = cands[:, :m]
-        num = ak.to_numpy(ak.num(cands, axis=1))
-        flat = np.empty((int(num.sum()), len(names)), dtype=np.float32)
-        for k, name in enumerate(names):
-            d = CONSTITUENT_FEATURES[ctype][name]
-            flat[:, k] = _constituent_flat(array, cands, ctype, d, counts)
-        slot = _slots(num, m)
-        valid = slot >= 0
-        tensor = np.zeros((len(array), m, len(names)), dtype=np.float32)
-        tensor[valid] = flat[slot[valid]]
+        try:
+            if table is None:
+                msg = "jet record"
+                raise NotFlat(msg)
+            tensor, mask = _flat_tensor(table, ctype, defs, m, counts)
+        except NotFlat as err:
+            log.debug("%s tensor: awkward path (%s)", ctype, err)
+            tensor, mask = _awkward_tensor(array, ctype, defs, m, counts)
         out[ctype] = tensor
-        out[f"{ctype}_mask"] = valid.astype(np.float32)
+        out[f"{ctype}_mask"] = mask
     return out
+
+
+def _flat_tensor(
+    table: FlatTable,
+    ctype: str,
+    defs: list[FeatureDefinition],
+    m: int,
+    counts: ReplacementCounts | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(N, M, F) tensor and (N, M) mask of one type from the flat columns.
+
+    Every column the features may read is fetched first, so a layout that is not plain
+    columns raises :class:`NotFlat` before anything is counted.
+    """
+    cons = table.constituents(ctype)
+    rec = cons.record
+    jet_need, cand_need = _needed_fields(defs)
+    rec.prefetch(cand_need)
+    table.record.prefetch(jet_need)
+    total = len(cons.jet_of)
+    # position within the jet; a within-jet reordering keeps it valid for the sorted rows
+    rank = np.arange(total, dtype=np.int64) - np.repeat(cons.offsets[:-1], cons.counts)
+    order: np.ndarray | None = None
+    if "pt" in rec.fields and total > 1:
+        pt = rec["pt"]
+        if np.isnan(pt).any():
+            # ak.argsort places NaN differently from np.lexsort: keep its order exactly
+            msg = "NaN constituent pT"
+            raise NotFlat(msg)
+        same_jet = cons.jet_of[1:] == cons.jet_of[:-1]
+        if np.any(same_jet & (pt[1:] > pt[:-1])):
+            order = np.lexsort((-pt, cons.jet_of))
+    keep = rank < m
+    if keep.all():
+        index = order if order is not None else slice(0, total)
+        jet_k, rank_k = cons.jet_of, rank
+    else:
+        index = order[keep] if order is not None else np.flatnonzero(keep)
+        jet_k, rank_k = cons.jet_of[keep], rank[keep]
+    cands = rec.take(index)
+    jets_b = table.record.take(jet_k)
+    values = np.empty((len(jet_k), len(defs)), dtype=np.float32)
+    args = (table.fields, rec.fields, len(jet_k), ctype)
+    for k, d in enumerate(defs):
+        values[:, k] = _constituent_values(jets_b, cands, *args, d, counts)
+    slot = jet_k * m + rank_k  # one flat index per kept constituent
+    tensor = np.zeros((table.n * m, len(defs)), dtype=np.float32)
+    tensor[slot] = values
+    mask = np.zeros(table.n * m, dtype=np.float32)
+    mask[slot] = 1.0
+    return tensor.reshape(table.n, m, len(defs)), mask.reshape(table.n, m)
+
+
+def _awkward_tensor(
+    array: ak.Array,
+    ctype: str,
+    defs: list[FeatureDefinition],
+    m: int,
+    counts: ReplacementCounts | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The same tensor and mask through awkward operations, for layouts that are not flat."""
+    cands = array[ctype]
+    if "pt" in cands.fields:
+        cands = cands[ak.argsort(cands.pt, axis=1, ascending=False, stable=True)]
+    cands = cands[:, :m]
+    num = ak.to_numpy(ak.num(cands, axis=1))
+    flat = np.empty((int(num.sum()), len(defs)), dtype=np.float32)
+    args = (array.fields, cands.fields, len(flat), ctype)
+    for k, d in enumerate(defs):
+        flat[:, k] = _constituent_values(array, cands, *args, d, counts, flatten=True)
+    slot = _slots(num, m)
+    valid = slot >= 0
+    tensor = np.zeros((len(array), m, len(defs)), dtype=np.float32)
+    tensor[valid] = flat[slot[valid]]
+    return tensor, valid.astype(np.float32)
 
 
 def _slots(num: np.ndarray, m: int) -> np.ndarray:
     """(N, M) row of each padded slot in the flat constituent arrays, -1 for padding.
 
-    The one place where padding happens. It is the offsets arithmetic of coffea's
+    The padding of the awkward path. It is the offsets arithmetic of coffea's
     ``local2global`` and gives exactly ``ak.fill_none(ak.pad_none(rows, M, clip=True), -1)``
     of the per-jet row numbers (coffea ml_tools' pattern; a test checks the equality), ~20x
     faster. Every feature column is then gathered with one numpy fancy index.

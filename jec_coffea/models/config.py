@@ -50,10 +50,14 @@ class _Config(BaseModel):
     dropout: float = Field(
         0.0, ge=0.0, lt=1.0, description="Dropout rate in dense layers."
     )
-    activation: Literal["gelu", "relu", "tanh", "elu", "leaky_relu"] = Field(
-        "gelu",
-        description="Activation of the dense layers (MLP: relu/tanh/elu/leaky_relu keep it "
-        "convertible to a correctionlib LWTNN node).",
+    activation: Literal["gelu", "gelu_tanh", "relu", "tanh", "elu", "leaky_relu"] = (
+        Field(
+            "gelu",
+            description="Activation of the dense layers: 'gelu' exact (erf) GELU, 'gelu_tanh' "
+            "its tanh approximation (faster in onnxruntime, fused as FastGelu), 'relu' the "
+            "fastest (MLP: relu/tanh/elu/leaky_relu keep it convertible to a correctionlib "
+            "LWTNN node). ParticleNet's edge network and ParT's blocks keep GELU.",
+        )
     )
     head: list[int] = Field(
         default_factory=lambda: [128, 64],

@@ -48,11 +48,22 @@ def knn(points: Tensor, mask: Tensor, k: int) -> Tensor:
     return torch.topk(dist, k, dim=-1, largest=False).indices
 
 
-def _gather(x: Tensor, idx: Tensor) -> Tensor:
-    """x (N, P, C), idx (N, P, k) -> neighbours' x (N, P, k, C)."""
+def _flat_index(idx: Tensor) -> Tensor:
+    """Neighbour indices (N, P, k) within each jet -> row indices (N * P * k,) of (N * P, C).
+
+    Adding the jet's row offset n * P turns the per-jet index into a global one (offsets
+    arithmetic, as coffea's ``local2global``), so one ``Gather`` of whole rows fetches every
+    neighbour's features; the exported graph needs no expanded (N, P * k, C) int64 index.
+    """
     n, p, k = idx.shape
-    flat = idx.reshape(n, p * k, 1).expand(-1, -1, x.shape[-1])
-    return torch.gather(x, 1, flat).reshape(n, p, k, x.shape[-1])
+    offset = torch.arange(n, dtype=idx.dtype, device=idx.device).reshape(n, 1, 1) * p
+    return (idx + offset).reshape(n * p * k)
+
+
+def _gather(x: Tensor, flat: Tensor, k: int) -> Tensor:
+    """x (N, P, C), flat row indices of :func:`_flat_index` -> neighbours' x (N, P, k, C)."""
+    n, p, c = x.shape
+    return torch.index_select(x.reshape(n * p, c), 0, flat).reshape(n, p, k, c)
 
 
 class EdgeConv(nn.Module):
@@ -74,12 +85,16 @@ class EdgeConv(nn.Module):
 
     def forward(self, points: Tensor, h: Tensor, mask: Tensor) -> Tensor:
         idx = knn(points, mask, self.k)
+        flat = _flat_index(idx)
+        n, p = mask.shape
         # a neighbour counts if it is a real point and not the point itself (the point's own
         # slot can be picked, at distance _FAR, when fewer than k valid neighbours exist)
-        own = torch.arange(points.shape[1], device=idx.device).reshape(1, -1, 1)
-        nbr_valid = _gather(mask.unsqueeze(-1), idx).squeeze(-1) * mask.unsqueeze(-1)
-        nbr_valid = nbr_valid * (idx != own).to(mask.dtype)
-        e = self.self_proj(h).unsqueeze(2) + _gather(self.nbr_proj(h), idx)
+        own = torch.arange(p, device=idx.device).reshape(1, -1, 1)
+        nbr_mask = torch.index_select(mask.reshape(n * p), 0, flat).reshape(
+            n, p, self.k
+        )
+        nbr_valid = nbr_mask * mask.unsqueeze(-1) * (idx != own).to(mask.dtype)
+        e = self.self_proj(h).unsqueeze(2) + _gather(self.nbr_proj(h), flat, self.k)
         e = self.edge(e)
         count = nbr_valid.sum(-1, keepdim=True).clamp(min=1.0)
         agg = (e * nbr_valid.unsqueeze(-1)).sum(2) / count

@@ -116,3 +116,18 @@ def test_real_files_with_constituent_model_skipped_on_old_layout(demo_dir):
     assert "cmsjet_nano106X" in text
     out = load(demo_dir / "run_real_run3" / "histograms.coffea")
     assert np.sum(out["response"][{"method": "pnet"}].values(flow=True)) > 0
+
+
+@pytest.mark.slow
+def test_shipped_models_run_on_real_pfnano(demo_dir):
+    """The shipped models fill the real PFNano file's histograms next to the UL17 stack;
+    the constituent models are skipped (with a reason) only on the old-layout file."""
+    out = load(demo_dir / "run_real_ul17" / "histograms.coffea")
+    methods = list(out["response"].axes["method"])
+    for name in ("deepsets", "particlenet", "mlp_nanoaod", "standard"):
+        assert name in methods
+        assert out["n_jets"][name] > 0, name
+    info = json.loads((demo_dir / "run_real_ul17" / "run.json").read_text())
+    skipped = info["skipped_methods"]
+    assert "deepsets" in skipped
+    assert "cmsjet_nano106X" in json.dumps(skipped["deepsets"])

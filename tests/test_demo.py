@@ -87,25 +87,23 @@ def test_standard_corrects_the_simulated_response(demo_dir):
 
 
 @pytest.mark.slow
-def test_shipped_deep_sets_resolves_better_than_raw(demo_dir):
-    """The shipped Deep Sets model's IQR/median is below raw's in >= 80% of the (|eta|,
-    pT_gen) bins with >= 200 jets (all flavours) of the demo's simulated test split."""
+def test_shipped_deep_sets_resolves_better_than_raw_and_standard(demo_dir):
+    """On the demo's simulated test split (a few hundred jets at |eta| < 2.5, pT_gen >= 30 GeV,
+    all flavours pooled), the shipped Deep Sets model's IQR/median is at least 10% below the
+    derived standard correction's and below raw's. Pooled, because the small demo sample fills
+    no (|eta|, pT_gen) bin well; the per-bin comparison is `jec-coffea evaluate` on the 155k-jet
+    test sample (README, model card)."""
     h = load(demo_dir / "run_sim" / "histograms.coffea")["response"]
     assert "deepsets" in h.axes["method"], "the shipped deepsets model was not run"
-    resolution, counts = {}, None
-    for method in ("raw", "deepsets"):
-        proj = h[{"method": method, "flavour": sum}]
-        qv = histogram_quantiles(proj, [0.25, 0.5, 0.75])
-        resolution[method] = (qv[..., 2] - qv[..., 0]) / qv[..., 1]
-        if method == "raw":
-            counts = proj.values().sum(axis=-1)
-    full = counts >= 200
-    assert full.sum() >= 3, f"too few bins with >= 200 jets: {int(full.sum())}"
-    better = resolution["deepsets"][full] < resolution["raw"][full]
-    assert better.mean() >= 0.8, (
-        f"deepsets below raw in {better.sum()} of {full.sum()} bins: "
-        f"{resolution['deepsets'][full]} vs {resolution['raw'][full]}"
-    )
+    sel = {"abs_eta": slice(0, 2, sum), "flavour": sum, "pt_gen": slice(30j, None, sum)}
+    resolution = {}
+    for method in ("raw", "standard", "deepsets"):
+        proj = h[{"method": method, **sel}]
+        assert proj.sum(flow=True).value >= 300, "too few test jets for the comparison"
+        q25, q50, q75 = histogram_quantiles(proj, [0.25, 0.5, 0.75])
+        resolution[method] = float((q75 - q25) / q50)
+    assert resolution["deepsets"] < 0.9 * resolution["standard"], resolution
+    assert resolution["deepsets"] < resolution["raw"], resolution
 
 
 @pytest.mark.slow

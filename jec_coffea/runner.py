@@ -48,7 +48,7 @@ from coffea.nanoevents import BaseSchema, NanoAODSchema, PFNanoAODSchema
 from coffea.processor import SimpleCheckpointer
 from coffea.processor.accumulator import accumulate
 
-from .data._layouts import LAYOUTS
+from .data._layouts import LAYOUTS, needed_branches
 from .data.schema import OldPFNanoAODSchema
 from .errors import ConfigError, InputFileError, JecCoffeaError
 from .executors import (
@@ -351,7 +351,8 @@ class RunReport:
 
 
 def _inspect(dataset: str, path: str, tree: str) -> dict[str, Any]:
-    """Open a file, check its tree, count entries and detect its layout."""
+    """Open a file, check its tree, count entries, detect its layout and list the branches
+    the jet-table build reads (coffea preloads them in one ``arrays`` call per chunk)."""
     import uproot
 
     from .data import detect_layout
@@ -362,18 +363,21 @@ def _inspect(dataset: str, path: str, tree: str) -> dict[str, Any]:
                 msg = f"no tree {tree!r}; keys: {', '.join(handle.keys(recursive=False)[:10])}"
                 raise InputFileError(path, msg)
             entries = int(handle[tree].num_entries)
+            branches = handle[tree].keys(recursive=False)
     except InputFileError:
         raise
     except FileNotFoundError as err:
         raise InputFileError(path, "no such file") from err
     except Exception as err:
         raise InputFileError(path, f"cannot open: {type(err).__name__}: {err}") from err
+    layout = detect_layout(path)
     return {
         "dataset": dataset,
         "file": path,
         "tree": tree,
-        "layout": detect_layout(path),
+        "layout": layout,
         "entries": entries,
+        "preload": needed_branches(LAYOUTS[layout], branches),
     }
 
 
@@ -460,8 +464,15 @@ def run_fileset(
                 )
     t_inspect = time.perf_counter()
     good: dict[str, dict[str, Any]] = {}
+    preload: dict[str, set[str]] = {}
     for f in files:
         good.setdefault(f["dataset"], {"files": {}})["files"][f["file"]] = f["tree"]
+        # what every file of the dataset reads (a branch one layout lacks stays lazy)
+        mine = f.pop("preload")
+        preload[f["dataset"]] = preload.get(f["dataset"], mine) & mine
+    for dataset, spec in good.items():
+        if preload[dataset]:
+            spec["preload"] = sorted(preload[dataset])
 
     checkpointer = None
     key = None

@@ -132,6 +132,43 @@ def test_dask_iterative_and_dask_awkward_paths_agree(
     assert_same_output(accumulate([computed["tt"], computed["pf"]]), iterative)
 
 
+def test_preload_is_the_readers_branch_set_and_changes_nothing(
+    shared_data, proc, monkeypatch
+):
+    """The runner asks coffea to preload exactly the branches the jet-table build reads (one
+    ``arrays`` call per chunk instead of one read per branch); without it the histograms are
+    the same."""
+    from jec_coffea import runner
+    from jec_coffea.data import layout_branches
+
+    for name in (TT, PFNANO):
+        path = str(shared_data / name)
+        info = runner._inspect("d", path, "Events")
+        assert info["preload"] == layout_branches(path)
+        assert "Jet_pt" in info["preload"]
+    seen = []
+    original = runner._RecordingRunner.run
+
+    def spy(self, fileset, *args, **kwargs):
+        seen.append({d: spec.get("preload") for d, spec in fileset.items()})
+        return original(self, fileset, *args, **kwargs)
+
+    monkeypatch.setattr(runner._RecordingRunner, "run", spy)
+    fileset = _fileset(shared_data, TT, PFNANO)
+    with_preload = run_fileset(fileset, proc, executor=make_executor("iterative"))
+    assert seen[0] == {
+        "coffea_nano_tt_v12": sorted(layout_branches(shared_data / TT)),
+        "coffea_pfnano": sorted(layout_branches(shared_data / PFNANO)),
+    }
+    inspect = runner._inspect
+    monkeypatch.setattr(
+        runner, "_inspect", lambda *a: {**inspect(*a), "preload": set()}
+    )
+    without = run_fileset(fileset, proc, executor=make_executor("iterative"))
+    assert seen[1] == {"coffea_nano_tt_v12": None, "coffea_pfnano": None}
+    assert_same_output(with_preload.output, without.output)
+
+
 def test_dask_awkward_path_reads_only_the_needed_columns(shared_data, proc):
     import dask_awkward as dak
 

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import awkward as ak
@@ -42,6 +43,7 @@ from jec_coffea.simulation.reconstruction import (
     greedy_match,
     grid_rho,
 )
+from jec_coffea.simulation.writer import PFNanoWriter
 
 ALLOWED_PDG = {211, 130, 22, 11, 13, 1, 2}
 COFFEA_XREF = "ignore:Missing cross-reference index:RuntimeWarning"
@@ -330,6 +332,30 @@ def test_cli_rejects_bad_options(tmp_path, capsys):
     assert "--pileup" in capsys.readouterr().err
     assert main(["validate-sim", str(tmp_path / "empty")]) == 2
     assert "no .root files" in capsys.readouterr().err
+    for bad in ("brotli", "lz4:0", "zlib:x"):
+        out = tmp_path / "bad-compression"
+        code = main(["simulate", "-o", str(out), "--jets", "5", "--compression", bad])
+        assert code == 2
+        assert "--compression" in capsys.readouterr().err
+        assert not out.exists() or not any(out.iterdir()), "nothing may be written"
+
+
+def test_files_are_lz4_by_default_and_compression_is_selectable(
+    sim_sample, tiny_config, tiny_library, tmp_path
+):
+    """Default LZ4 (fastest to read back); another algorithm writes the same arrays."""
+    assert uproot.open(_files(sim_sample)[0]).file.fCompress == 401  # LZ4, level 1
+    arrays = _run(tiny_config, tiny_library, 11, n=5)
+    written = {}
+    for comp, code in (("lz4:1", 401), ("lzma:9", 209), ("zlib:4", 104)):
+        path = tmp_path / f"{comp.replace(':', '_')}.root"
+        with closing(PFNanoWriter(path, {"seed": 11}, comp)) as writer:
+            writer.write(arrays)
+        with uproot.open(path) as f:
+            assert f.file.fCompress == code
+            written[comp] = f["Events"].arrays(["Jet_pt", "PFCands_pt"])
+    for comp in ("lzma:9", "zlib:4"):
+        assert ak.to_list(written[comp]) == ak.to_list(written["lz4:1"])
 
 
 def test_ghost_pruning_keeps_areas_exact(tiny_config, tiny_library):

@@ -47,6 +47,13 @@ def setup(parser: argparse.ArgumentParser) -> None:
         help="minimum-bias library events (default 20000)",
     )
     parser.add_argument(
+        "--compression",
+        default=None,
+        metavar="NAME[:LEVEL]",
+        help="ROOT compression of the files: lz4, zlib, zstd or lzma, level 1-9 "
+        "(default lz4:1, the fastest to read; CMS NanoAOD uses lzma)",
+    )
+    parser.add_argument(
         "--workers",
         type=int,
         default=None,
@@ -66,6 +73,7 @@ def run(console: Console, args: argparse.Namespace) -> int:
 
     from ..errors import ConfigError
     from ..simulation import SimulationConfig, load_detector, parse_pileup, simulate
+    from ..simulation.writer import DEFAULT_COMPRESSION, parse_compression
 
     if args.jets <= 0:
         msg = f"--jets must be positive, got {args.jets}"
@@ -76,6 +84,11 @@ def run(console: Console, args: argparse.Namespace) -> int:
     if args.seed < 0:
         msg = f"--seed must be >= 0, got {args.seed}"
         raise ConfigError(msg)
+    compression = args.compression or DEFAULT_COMPRESSION
+    try:
+        parse_compression(compression)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     config = SimulationConfig(
         detector=load_detector(args.config),
         pileup=parse_pileup(args.pileup, library_size=args.library_size),
@@ -97,6 +110,7 @@ def run(console: Console, args: argparse.Namespace) -> int:
             n_shards=args.shards,
             seed=args.seed,
             workers=args.workers,
+            compression=compression,
             on_progress=lambda added: progress.advance(task, added),
         )
     n_ev = sum(r.n_events for r in results)

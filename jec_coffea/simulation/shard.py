@@ -28,7 +28,7 @@ import yaml
 from .config import SimulationConfig, detector_hash
 from .generator import MinBiasLibrary
 from .pipeline import STAGES, EventSimulator
-from .writer import PFNanoWriter
+from .writer import DEFAULT_COMPRESSION, PFNanoWriter, parse_compression
 
 __all__ = ["ShardResult", "run_shard", "simulate", "write_dataset_yaml"]
 
@@ -91,6 +91,7 @@ def run_shard(
     path: str,
     progress=None,
     batch_events: int | None = None,
+    compression: str = DEFAULT_COMPRESSION,
 ) -> ShardResult:
     """Simulate one shard until it holds ``n_target`` gen-matched jets with pT_gen >= 20 GeV.
 
@@ -100,6 +101,8 @@ def run_shard(
         Optional queue receiving ``(shard, jets_added)`` after every batch.
     batch_events
         Fixed batch size in events (default adaptive, 50-400 events).
+    compression
+        ROOT compression of the file, ``NAME[:LEVEL]`` (see :func:`parse_compression`).
     """
     t0 = time.perf_counter()
     library = None
@@ -109,7 +112,8 @@ def run_shard(
     done = 0
     n_events = n_jets = 0
     rate = 2.0
-    with closing(PFNanoWriter(path, metadata(config, seed, shard, n_shards))) as writer:
+    meta = metadata(config, seed, shard, n_shards)
+    with closing(PFNanoWriter(path, meta, compression)) as writer:
         while done < n_target:
             left = n_target - done
             n = batch_events or int(
@@ -159,6 +163,7 @@ def simulate(
     workers: int | None = None,
     on_progress: Callable[[int], None] | None = None,
     batch_events: int | None = None,
+    compression: str = DEFAULT_COMPRESSION,
 ) -> list[ShardResult]:
     """Simulate ``n_jets`` target jets in ``n_shards`` files under ``out_dir`` (plus data.yaml).
 
@@ -168,7 +173,10 @@ def simulate(
         Parallel processes (default: ``min(n_shards, cpu_count)``); 1 runs in-process.
     on_progress
         Called with the number of target jets added after every batch of any shard.
+    compression
+        ROOT compression of the files, ``NAME[:LEVEL]`` (see :func:`parse_compression`).
     """
+    parse_compression(compression)  # a bad name fails before any shard starts
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if config.pileup.profile != "none":
@@ -185,7 +193,15 @@ def simulate(
         for k in range(n_shards):
             results.append(
                 run_shard(
-                    config, seed, k, n_shards, shares[k], paths[k], queue, batch_events
+                    config,
+                    seed,
+                    k,
+                    n_shards,
+                    shares[k],
+                    paths[k],
+                    queue,
+                    batch_events,
+                    compression,
                 )
             )
     else:
@@ -204,6 +220,7 @@ def simulate(
                         paths[k],
                         queue,
                         batch_events,
+                        compression,
                     ),
                 )
                 for k in range(n_shards)

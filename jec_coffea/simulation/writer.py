@@ -32,12 +32,50 @@ import uproot
 
 from ..errors import InputFileError
 
-__all__ = ["METADATA_KEY", "PFNanoWriter", "read_metadata"]
+__all__ = [
+    "COMPRESSIONS",
+    "METADATA_KEY",
+    "PFNanoWriter",
+    "parse_compression",
+    "read_metadata",
+]
 
 log = logging.getLogger(__name__)
 
 METADATA_KEY = "jec_coffea_metadata"
 """Name of the TObjString with the JSON metadata in every simulated file."""
+
+COMPRESSIONS = {
+    "lz4": uproot.LZ4,
+    "zlib": uproot.ZLIB,
+    "zstd": uproot.ZSTD,
+    "lzma": uproot.LZMA,
+}
+"""ROOT compression algorithms by name (``NAME`` or ``NAME:LEVEL``, e.g. ``lzma:9``)."""
+
+DEFAULT_COMPRESSION = "lz4:1"
+"""Default of simulated files: a training or benchmark sample is read many times, and uproot
+decompresses LZ4 ~3x faster than ZLIB-1 at ~17% more bytes (bench/processor.py, docs/
+performance.md); CMS's own NanoAOD uses LZMA (smallest, slowest to read)."""
+
+
+def parse_compression(text: str) -> uproot.compression.Compression:
+    """``NAME[:LEVEL]`` (NAME in :data:`COMPRESSIONS`, LEVEL 1-9) -> an uproot compression."""
+    name, _, level = str(text).partition(":")
+    if name not in COMPRESSIONS:
+        msg = (
+            f"--compression {text!r}: unknown algorithm {name!r} "
+            f"(one of {', '.join(COMPRESSIONS)}, optionally :LEVEL)"
+        )
+        raise ValueError(msg)
+    try:
+        lvl = int(level) if level else 1
+    except ValueError:
+        lvl = -1
+    if not 1 <= lvl <= 9:
+        msg = f"--compression {text!r}: the level must be an integer 1-9"
+        raise ValueError(msg)
+    return COMPRESSIONS[name](lvl)
 
 
 class PFNanoWriter:
@@ -49,12 +87,18 @@ class PFNanoWriter:
         Output file (overwritten).
     metadata
         JSON-serialisable settings stored as the ``jec_coffea_metadata`` string.
+    compression
+        ``NAME[:LEVEL]`` of :func:`parse_compression` (default :data:`DEFAULT_COMPRESSION`).
     """
 
-    def __init__(self, path: str | Path, metadata: dict) -> None:
+    def __init__(
+        self, path: str | Path, metadata: dict, compression: str = DEFAULT_COMPRESSION
+    ) -> None:
         self.path = Path(path)
         self.metadata = metadata
-        self._file = uproot.recreate(self.path)
+        self._file = uproot.recreate(
+            self.path, compression=parse_compression(compression)
+        )
         self._file[METADATA_KEY] = json.dumps(metadata, sort_keys=True)
         self._tree = None
         self.n_events = 0

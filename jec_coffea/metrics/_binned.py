@@ -201,22 +201,45 @@ def effective_entries(values: np.ndarray, variances: np.ndarray) -> np.ndarray:
         return np.where(sw2 > 0, sw * sw / sw2, 0.0)
 
 
+class PoissonReplicas:
+    """Poisson-bootstrap replicas of fixed bin contents (see module docstring).
+
+    The effective counts and weights are computed once, and only the bins that hold entries
+    are drawn: a response histogram is mostly empty (2.8M bins for ~10^5 jets). numpy's
+    ``Generator.poisson`` consumes no random numbers for a zero mean, so the replicas are
+    the same numbers as drawing every bin with the same generator.
+    """
+
+    def __init__(self, values: np.ndarray, variances: np.ndarray) -> None:
+        values = np.asarray(values, dtype=float)
+        variances = np.asarray(variances, dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            n = np.where(variances > 0, values * values / variances, 0.0)
+            w = np.where(values != 0, variances / values, 0.0)
+        self.shape = n.shape
+        self._filled = np.flatnonzero(n)
+        self._n = n.reshape(-1)[self._filled]
+        self._w = w.reshape(-1)[self._filled]
+
+    def draw(self, rng: np.random.Generator) -> np.ndarray:
+        """One replica, shaped like the bin contents."""
+        out = np.zeros(self.shape)
+        out.reshape(-1)[self._filled] = self._w * rng.poisson(self._n)
+        return out
+
+
 def poisson_replica(
     values: np.ndarray, variances: np.ndarray, rng: np.random.Generator
 ) -> np.ndarray:
     """One Poisson-bootstrap replica of the bin contents (see module docstring)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        n = np.where(variances > 0, values * values / variances, 0.0)
-        w = np.where(values != 0, variances / values, 0.0)
-    return w * rng.poisson(n)
+    return PoissonReplicas(values, variances).draw(rng)
 
 
 def bootstrap(values, variances, stat, n_boot: int, seed: int) -> np.ndarray:
     """Standard deviation over ``n_boot`` replicas of ``stat(values)`` (ignoring NaN)."""
     rng = np.random.default_rng(seed)
-    reps = np.stack(
-        [stat(poisson_replica(values, variances, rng)) for _ in range(n_boot)]
-    )
+    replicas = PoissonReplicas(values, variances)
+    reps = np.stack([stat(replicas.draw(rng)) for _ in range(n_boot)])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return np.nanstd(reps, axis=0, ddof=1)

@@ -14,8 +14,8 @@ import numpy as np
 from ..errors import ConfigError
 from ._binned import (
     DEFAULT_FLAVOURS,
+    PoissonReplicas,
     effective_entries,
-    poisson_replica,
     quantiles,
     read_binned,
     select_flavours,
@@ -98,8 +98,9 @@ def flavour_dependence(
     med, s = _s_of(values, b.lo, b.hi)
     rng = np.random.default_rng(seed)
     boot_s, boot_m = [], []
+    replicas = PoissonReplicas(values, variances)
     for _ in range(n_boot):
-        m_b, s_b = _s_of(poisson_replica(values, variances, rng), b.lo, b.hi)
+        m_b, s_b = _s_of(replicas.draw(rng), b.lo, b.hi)
         boot_s.append(s_b)
         boot_m.append(m_b)
     with warnings.catch_warnings():

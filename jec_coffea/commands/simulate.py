@@ -85,10 +85,7 @@ def run(console: Console, args: argparse.Namespace) -> int:
         msg = f"--seed must be >= 0, got {args.seed}"
         raise ConfigError(msg)
     compression = args.compression or DEFAULT_COMPRESSION
-    try:
-        parse_compression(compression)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
+    parse_compression(compression)  # fails before the progress bar starts
     config = SimulationConfig(
         detector=load_detector(args.config),
         pileup=parse_pileup(args.pileup, library_size=args.library_size),

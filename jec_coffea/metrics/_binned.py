@@ -228,13 +228,6 @@ class PoissonReplicas:
         return out
 
 
-def poisson_replica(
-    values: np.ndarray, variances: np.ndarray, rng: np.random.Generator
-) -> np.ndarray:
-    """One Poisson-bootstrap replica of the bin contents (see module docstring)."""
-    return PoissonReplicas(values, variances).draw(rng)
-
-
 def bootstrap(values, variances, stat, n_boot: int, seed: int) -> np.ndarray:
     """Standard deviation over ``n_boot`` replicas of ``stat(values)`` (ignoring NaN)."""
     rng = np.random.default_rng(seed)

@@ -188,41 +188,30 @@ def simulate(
     paths = [str(out / f"sim_{seed}_{k:03d}.root") for k in range(n_shards)]
     workers = workers or min(n_shards, mp.cpu_count())
     results: list[ShardResult] = []
+
+    def shard_args(k: int, queue) -> tuple:
+        """Positional arguments of :func:`run_shard` for shard ``k``."""
+        return (
+            config,
+            seed,
+            k,
+            n_shards,
+            shares[k],
+            paths[k],
+            queue,
+            batch_events,
+            compression,
+        )
+
     if workers <= 1:
         queue = _CallbackQueue(on_progress)
-        for k in range(n_shards):
-            results.append(
-                run_shard(
-                    config,
-                    seed,
-                    k,
-                    n_shards,
-                    shares[k],
-                    paths[k],
-                    queue,
-                    batch_events,
-                    compression,
-                )
-            )
+        results = [run_shard(*shard_args(k, queue)) for k in range(n_shards)]
     else:
         ctx = mp.get_context("spawn")
         with ctx.Manager() as manager, _terminating_pool(ctx, workers) as pool:
             queue = manager.Queue()
             futures = [
-                pool.apply_async(
-                    run_shard,
-                    (
-                        config,
-                        seed,
-                        k,
-                        n_shards,
-                        shares[k],
-                        paths[k],
-                        queue,
-                        batch_events,
-                        compression,
-                    ),
-                )
+                pool.apply_async(run_shard, shard_args(k, queue))
                 for k in range(n_shards)
             ]
             pending = set(range(n_shards))

@@ -30,7 +30,7 @@ from pathlib import Path
 import awkward as ak
 import uproot
 
-from ..errors import InputFileError
+from ..errors import ConfigError, InputFileError
 
 __all__ = [
     "COMPRESSIONS",
@@ -60,21 +60,24 @@ performance.md); CMS's own NanoAOD uses LZMA (smallest, slowest to read)."""
 
 
 def parse_compression(text: str) -> uproot.compression.Compression:
-    """``NAME[:LEVEL]`` (NAME in :data:`COMPRESSIONS`, LEVEL 1-9) -> an uproot compression."""
+    """``NAME[:LEVEL]`` (NAME in :data:`COMPRESSIONS`, LEVEL 1-9) -> an uproot compression.
+
+    Raises :class:`~jec_coffea.errors.ConfigError` naming ``--compression`` otherwise.
+    """
     name, _, level = str(text).partition(":")
     if name not in COMPRESSIONS:
         msg = (
             f"--compression {text!r}: unknown algorithm {name!r} "
             f"(one of {', '.join(COMPRESSIONS)}, optionally :LEVEL)"
         )
-        raise ValueError(msg)
+        raise ConfigError(msg)
     try:
         lvl = int(level) if level else 1
     except ValueError:
         lvl = -1
     if not 1 <= lvl <= 9:
         msg = f"--compression {text!r}: the level must be an integer 1-9"
-        raise ValueError(msg)
+        raise ConfigError(msg)
     return COMPRESSIONS[name](lvl)
 
 

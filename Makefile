@@ -7,6 +7,9 @@ STAMP := $(VENV)/.installed
 JEC_COFFEA_DATA ?= $(abspath ../shared/data)
 export JEC_COFFEA_DATA
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist): the suite is mostly single-threaded, and CI has 2 cores.
+# Each test file runs whole in one process (module fixtures are built once).
+TEST_WORKERS ?= 2
 
 .PHONY: demo test install lint format clean wheel shipped-models
 
@@ -37,7 +40,7 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 
 test: lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 wheel: $(STAMP)
 	$(BIN)/python -m pip wheel --no-deps -w dist .

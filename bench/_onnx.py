@@ -27,7 +27,9 @@ def onnx_matmul_flops(
     import onnx
     import onnxruntime as ort
 
-    proto = onnx.load(str(path))
+    from jec_coffea.onnx_graph import unblock
+
+    proto = unblock(onnx.load(str(path)))  # the network's nodes, outside the batch loop
     graph = proto.graph
     known = {i.name: list(i.dims) for i in graph.initializer}
     nodes = [n for n in graph.node if n.op_type in ("MatMul", "Gemm")]

@@ -118,7 +118,9 @@ def dense_layers_from_onnx(path: str | Path) -> list[DenseLayer]:
     import onnx
     from onnx import numpy_helper
 
-    model = onnx.load(str(path))
+    from jec_coffea.onnx_graph import unblock
+
+    model = unblock(onnx.load(str(path)))  # the dense chain, outside any batch loop
     graph = model.graph
     init = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     for node in graph.node:  # constants may also come as Constant nodes

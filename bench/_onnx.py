@@ -92,7 +92,11 @@ def torch_flops(module: Any, feed: dict[str, np.ndarray], n_jets: int = 64) -> f
 def op_profile(
     path: Path, feed: dict[str, np.ndarray], top: int = 8
 ) -> list[list[Any]]:
-    """Share of the kernel time per operator type (onnxruntime profiler, level all)."""
+    """Share of the kernel time per operator type (onnxruntime profiler, level all).
+
+    The nodes inside the batch loop of :func:`jec_coffea.onnx_graph.block_batch` count under
+    their own types; the ``Loop`` node itself, whose time contains theirs, is left out.
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -111,6 +115,8 @@ def op_profile(
     for e in events:
         if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
             op = e["args"]["op_name"]
+            if op == "Loop":  # the batch loop: its body's nodes are recorded one by one
+                continue
             by_op[op] = by_op.get(op, 0.0) + float(e["dur"])
     total = sum(by_op.values()) or 1.0
     ranked = sorted(by_op.items(), key=lambda kv: -kv[1])

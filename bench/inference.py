@@ -446,13 +446,23 @@ def quantisation(
 ) -> str:
     """Dynamic int8 quantisation of the weights: speed row, and its cost in the output."""
     import awkward as ak
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from jec_coffea.inference import OnnxModel
+    from jec_coffea.onnx_graph import block_batch, unblock
 
     qpath = workdir / f"{name}.int8.onnx"
     try:
-        quantize_dynamic(str(path), str(qpath), weight_type=QuantType.QInt8)
+        # the quantiser does not enter subgraphs: quantise the network outside the batch
+        # loop, then put the loop back with the same block size
+        proto = onnx.load(str(path))
+        flat = workdir / f"{name}.unblocked.onnx"
+        onnx.save(unblock(proto), str(flat))
+        quantize_dynamic(str(flat), str(qpath), weight_type=QuantType.QInt8)
+        block = model.metadata.get("graph_rewrites", {}).get("block_batch")
+        if block:
+            onnx.save(block_batch(onnx.load(str(qpath)), int(block)), str(qpath))
         s = make_session(qpath)
     except Exception as err:  # noqa: BLE001 - report any quantiser failure as a row
         rows.append(

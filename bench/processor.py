@@ -8,8 +8,8 @@ On the same simulated files, in one run, this prints:
   (:class:`jec_coffea.runner.LayoutSchema`, preloading the jet-table branches as
   :func:`jec_coffea.runner.run_fileset` does; ``--no-preload`` reads each branch on first
   access instead), the jet table from the events, ``to_tensors`` of the Deep Sets spec, the
-  standard JEC, inference
-  of each model (the networks of ``models/*.yaml`` at real size, untrained, exported with
+  standard JEC, inference of each model (the shipped file where one is installed, else the
+  network of ``models/<name>.yaml`` at real size, untrained, exported with
   :func:`jec_coffea.export.export_onnx`), and histogram filling;
 * events/s of the processor (``run_fileset``, iterative executor, this process) with the
   standard JEC only, with one Deep Sets model, and with three Deep-Sets-sized variants
@@ -91,9 +91,13 @@ def export_models(
 ) -> dict[str, Path]:
     """ONNX files: Deep Sets (seeds 0, 1, 2) and the other ``names`` at their real sizes.
 
-    The transforms are fitted on the selected jets of the first ``max_events`` events.
+    Seed 0 of a name is the shipped model when one is installed (what users run); the
+    others are the networks of ``models/<name>.yaml``, untrained, exported through
+    ``export_onnx`` with transforms fitted on the selected jets of the first ``max_events``
+    events (the same sizes and graph layout, so the same speed).
     """
     from jec_coffea.features import to_tensors
+    from jec_coffea.shipped import shipped_dir
 
     tables = c.load_tables(Path(path), max_events)
     out: dict[str, Path] = {}
@@ -105,6 +109,10 @@ def export_models(
             sub = workdir / f"seed{seed}"
             sub.mkdir(parents=True, exist_ok=True)
             key = name if seed == 0 else f"{name}_s{seed}"
+            shipped = shipped_dir() / f"{name}.onnx"
+            if seed == 0 and shipped.is_file():
+                out[key] = shipped
+                continue
             out[key] = c.export_config_model(name, tensors, sub, seed=seed)
     return out
 

@@ -27,8 +27,8 @@ import numpy as np
 __all__ = ["DEFAULT_BLOCK", "block_batch", "dense_as_gemm", "optimise", "unblock"]
 
 DEFAULT_BLOCK = 128
-"""Jets per block of :func:`block_batch` (fastest of 32-512 for the shipped models on one
-core, docs/performance.md)."""
+"""Jets per block of :func:`block_batch`: of 64, 128, 256 and 512, 128 was the fastest for
+the shipped Deep Sets and ParticleNet on one core (512 was slower; docs/performance.md)."""
 
 _PREFIX = "jcgr_"
 """Prefix of every name the rewrites add (no clash with exporter names)."""

@@ -57,10 +57,6 @@ DEFAULT_JEC = (
     / "2017_UL_jet_jerc.json.gz:Summer19UL17_V5_MC:AK4PFchs"
 )
 CONFIGURATIONS = ("standard", "standard+deepsets", "standard+3 deepsets")
-
-RUNNER_CHUNK = 100_000
-"""Events per chunk of ``jec_coffea.runner.run_fileset`` by default: a chunk's empty output
-is made once per this many events."""
 """Processor configurations: models on top of the standard JEC (and raw/nanoaod/...)."""
 
 log = logging.getLogger("bench.processor")
@@ -228,9 +224,13 @@ def stage_costs(
     lepton_dr = proc._lepton_dr(events, table.jets)
 
     # The empty output (~20 histograms, most of the fill's time at a few hundred events) is
-    # made once per chunk, not per jet: it is timed on its own and charged per chunk.
-    t_alloc, _ = best_cpu(proc.empty_output, args.repeats)
-    outputs = [proc.empty_output() for _ in range(args.repeats)]
+    # made once per chunk, not per jet: it is timed on its own and charged per chunk. The
+    # outputs timed here are the ones the fill rounds below use.
+    outputs, t_alloc = [], float("inf")
+    for _ in range(args.repeats):
+        t0 = time.process_time()
+        outputs.append(proc.empty_output())
+        t_alloc = min(t_alloc, time.process_time() - t0)
 
     def fill() -> None:
         out = outputs.pop()
@@ -529,9 +529,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_stages(s: dict[str, Any]) -> None:
     """Stage table and the first target."""
+    from jec_coffea.runner import DEFAULT_CHUNKSIZE
+
     k = 1000.0 / max(1, s["n_jets"])
     # jets of one chunk of the runner's default size, at this file's jets per event
-    k_chunk = 1000.0 / max(1.0, RUNNER_CHUNK * s["n_jets"] / max(1, s["n_events"]))
+    k_chunk = 1000.0 / max(1.0, DEFAULT_CHUNKSIZE * s["n_jets"] / max(1, s["n_events"]))
     rows = [
         [
             f"uproot alone, {s['n_branches']} needed branches (I/O limit)",
@@ -551,7 +553,7 @@ def print_stages(s: dict[str, Any]) -> None:
         [
             (
                 f"empty output of a chunk ({s['alloc']:.3f} s per chunk), per 1k jets "
-                f"at {RUNNER_CHUNK:,}-event chunks"
+                f"at {DEFAULT_CHUNKSIZE:,}-event chunks"
             ),
             s["alloc"] * k_chunk,
             "yes",

@@ -112,8 +112,6 @@ def dense_as_gemm(model: Any) -> tuple[Any, int]:
             ),
             helper.make_node("Reshape", [node.input[0], p + "flat"], [p + "x2"]),
             helper.make_node("Gemm", [p + "x2", node.input[1], bias_name], [p + "y2"]),
-        ]
-        nodes += [
             helper.make_node("Relu", [p + "y2"], [p + "r2"]),
             # allowzero: a set with no constituents has a 0 in its shape, not "copy"
             helper.make_node(
@@ -175,11 +173,7 @@ def block_batch(model: Any, block: int = DEFAULT_BLOCK) -> Any:
                 [sliced[name]],
             )
         )
-    for node in graph.node:
-        copy = onnx.NodeProto()
-        copy.CopyFrom(node)
-        copy.input[:] = [sliced.get(x, x) for x in node.input]
-        body_nodes.append(copy)
+    body_nodes += [_with_inputs(node, sliced) for node in graph.node]
     body_nodes += [
         helper.make_node("SequenceInsert", [p + "seq_in", out.name], [p + "seq_out"]),
         helper.make_node("Identity", [p + "cond_in"], [p + "cond_out"]),
@@ -253,7 +247,6 @@ def unblock(model: Any) -> Any:
     For tools that walk the top-level nodes (FLOP counting, profiling by node). A model
     that is not blocked is returned as a copy.
     """
-    import onnx
     from onnx import helper
 
     loops = [
@@ -266,14 +259,12 @@ def unblock(model: Any) -> Any:
     body = next(a.g for a in loops[0].attribute if a.name == "body")
     p = _PREFIX + "blk_"
     renamed = {f"{p}in_{i.name}": i.name for i in model.graph.input}
-    nodes = []
-    for node in body.node:
-        if node.output[0] in renamed or node.output[0].startswith(p):
-            continue  # the slicing, block bounds and sequence nodes
-        copy = onnx.NodeProto()
-        copy.CopyFrom(node)
-        copy.input[:] = [renamed.get(x, x) for x in node.input]
-        nodes.append(copy)
+    nodes = [
+        _with_inputs(node, renamed)
+        for node in body.node
+        # leave out the slicing, block bounds and sequence nodes
+        if node.output[0] not in renamed and not node.output[0].startswith(p)
+    ]
     inits = [i for i in model.graph.initializer if not i.name.startswith(p)]
     graph = helper.make_graph(
         nodes,
@@ -319,6 +310,16 @@ def _rewritten(model: Any) -> bool:
         n.name.startswith(_PREFIX) or any(o.startswith(_PREFIX) for o in n.output)
         for n in model.graph.node
     )
+
+
+def _with_inputs(node: Any, rename: dict[str, str]) -> Any:
+    """A copy of ``node`` whose inputs named in ``rename`` are replaced."""
+    import onnx
+
+    copy = onnx.NodeProto()
+    copy.CopyFrom(node)
+    copy.input[:] = [rename.get(x, x) for x in node.input]
+    return copy
 
 
 def _copy(model: Any) -> Any:

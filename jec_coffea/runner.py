@@ -61,6 +61,7 @@ from .executors import (
 )
 
 __all__ = [
+    "DEFAULT_CHUNKSIZE",
     "EXECUTORS",
     "ChunkFailedError",
     "LayoutSchema",
@@ -74,6 +75,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_CHUNKSIZE = 100_000
+"""Events per chunk of :func:`run_fileset` unless told otherwise (``jec-coffea run
+--chunksize`` has the same default)."""
 
 
 class ChunkFailedError(JecCoffeaError, RuntimeError):
@@ -401,7 +406,7 @@ def run_fileset(
     processor_instance: Any,
     *,
     executor: processor.executor.ExecutorBase,
-    chunksize: int = 100_000,
+    chunksize: int = DEFAULT_CHUNKSIZE,
     checkpoint_dir: str | os.PathLike | None = None,
     resume: bool = False,
     skip_bad_files: bool = False,

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -54,29 +55,40 @@ class FailingChunk(ResponseProcessor):
 
 KILL_AT = 100
 """The chunk holding this entry kills its worker."""
+KILL_PAUSE = 1.0
+"""Seconds the culprit waits before killing its worker when the first chunk is to die too."""
 
 
 class KillingChunk(ResponseProcessor):
     """Kills its own dask worker process, as a segfault or the out-of-memory killer would, on
     the chunk holding entry KILL_AT; the same configuration (checkpoint key) as
-    ResponseProcessor. With ``once`` set (a path), the first chunk also kills its worker, but
-    only the first time it runs (creating the file ``once``), like a chunk sharing the worker
-    of the culprit."""
+    ResponseProcessor. With ``once`` set (a path), the first chunk also kills its worker if it
+    starts before any worker was killed (creating the file ``once``), like a chunk sharing the
+    worker of the culprit; the culprit creates the file too, after a pause that lets the first
+    chunk start. Either way the first chunk fails in the first pass (killed itself, or queued
+    on the culprit's worker) or not at all, and never when run again alone."""
 
     once: str | None = None
 
     def process(self, events: Any) -> dict[str, Any]:
         meta = events.metadata
         if meta["entrystart"] <= KILL_AT < meta["entrystop"]:
+            if self.once is not None:
+                time.sleep(KILL_PAUSE)
+                self._claim(self.once)
             self._kill()
-        if self.once is not None and meta["entrystart"] == 0:
-            try:
-                os.close(os.open(self.once, os.O_CREAT | os.O_EXCL))
-            except FileExistsError:
-                pass
-            else:
-                self._kill()
+        if self.once is not None and meta["entrystart"] == 0 and self._claim(self.once):
+            self._kill()
         return super().process(events)
+
+    @staticmethod
+    def _claim(path: str) -> bool:
+        """Create ``path``; False if it existed."""
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            return False
+        return True
 
     @staticmethod
     def _kill() -> None:
@@ -325,7 +337,8 @@ def test_killed_worker_is_skipped_and_listed(
     fileset_json.write_text(json.dumps(fileset))
     out = tmp_path / "out"
     monkeypatch.setattr(jec_coffea.processors, "ResponseProcessor", KillingChunk)
-    # the first chunk also ends in KilledWorker once: run again alone, it must not be blamed
+    # the first chunk also ends in KilledWorker (its own kill, or queued on the culprit's
+    # worker): run again alone, it must not be blamed
     once = tmp_path / "first-chunk-killed"
     monkeypatch.setattr(KillingChunk, "once", str(once))
     argv = ["run", "--fileset", str(fileset_json), "-o", str(out), "--split", "test"]

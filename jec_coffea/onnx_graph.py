@@ -8,23 +8,37 @@ of the caches. Two rewrites, measured in ``bench/inference.py`` (docs/performanc
 
 - :func:`dense_as_gemm`: MatMul(3-D x, W) + Add(b) + Relu becomes Reshape to (N·M, K),
   Gemm + Relu (which onnxruntime fuses into one ``FusedGemm``), Reshape back.
+- :func:`masked_sum_as_matmul`: the masked sum pooling ReduceSum(x · mask[..., None], axis 1)
+  becomes one batched MatMul mask[:, None, :] @ x (no (N, M, C) product tensor).
+- :func:`slices_as_split`: the column slices the preprocessing cuts from one tensor (one
+  ``Slice`` per transformed column) become one ``Split``.
 - :func:`block_batch`: the whole graph runs inside an ONNX ``Loop`` over blocks of
   ``block`` jets, so each block's intermediates stay in cache; outputs are concatenated in
   order. Every architecture is per-jet (no operator mixes jets), so blocking is exact.
 
-:func:`optimise` applies both and records them in the metadata (``graph_rewrites``).
+:func:`optimise` applies them all and records them in the metadata (``graph_rewrites``).
 Outputs equal the unrewritten graph's to float rounding (GEMM order); ``export_onnx``
 checks parity against torch after the rewrite.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
 import numpy as np
 
-__all__ = ["DEFAULT_BLOCK", "block_batch", "dense_as_gemm", "optimise", "unblock"]
+__all__ = [
+    "DEFAULT_BLOCK",
+    "block_batch",
+    "block_size",
+    "dense_as_gemm",
+    "masked_sum_as_matmul",
+    "optimise",
+    "slices_as_split",
+    "unblock",
+]
 
 DEFAULT_BLOCK = 128
 """Jets per block of :func:`block_batch`: of 64, 128, 256 and 512, 128 was the fastest for
@@ -48,16 +62,50 @@ def _consumers(graph: Any) -> dict[str, list[Any]]:
     return out
 
 
-def _ranks(model: Any) -> dict[str, int]:
+def _shapes(model: Any) -> dict[str, tuple[int | None, ...]]:
+    """Inferred shape of every tensor whose rank is known (None: a dimension not fixed)."""
     import onnx
 
     inferred = onnx.shape_inference.infer_shapes(model)
     values = [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]
     return {
-        v.name: len(v.type.tensor_type.shape.dim)
+        v.name: tuple(
+            d.dim_value if d.HasField("dim_value") else None
+            for d in v.type.tensor_type.shape.dim
+        )
         for v in values
         if v.type.tensor_type.HasField("shape")
     }
+
+
+def _ranks(model: Any) -> dict[str, int]:
+    return {name: len(shape) for name, shape in _shapes(model).items()}
+
+
+def _constant_ints(inits: dict[str, Any], name: str) -> list[int] | None:
+    """The values of an integer initializer, None if ``name`` is not one."""
+    value = inits.get(name)
+    if value is None or value.dtype.kind not in "iu":
+        return None
+    return [int(v) for v in value.reshape(-1)]
+
+
+def _opset(model: Any) -> int:
+    return next(
+        (o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0
+    )
+
+
+def _replace_nodes(graph: Any, replace: dict[int, list[Any]], drop: set[int]) -> None:
+    """Nodes at positions in ``replace`` become its lists, those in ``drop`` go."""
+    new_nodes: list[Any] = []
+    for i, node in enumerate(graph.node):
+        if i in replace:
+            new_nodes += replace[i]
+        elif i not in drop:
+            new_nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(new_nodes)
 
 
 def dense_as_gemm(model: Any) -> tuple[Any, int]:
@@ -123,15 +171,191 @@ def dense_as_gemm(model: Any) -> tuple[Any, int]:
         count += 1
     if not count:
         return model, 0
-    new_nodes: list[Any] = []
-    for i, node in enumerate(graph.node):
-        if i in replace:
-            new_nodes += replace[i]
-        elif i not in drop:
-            new_nodes.append(node)
-    del graph.node[:]
-    graph.node.extend(new_nodes)
+    _replace_nodes(graph, replace, drop)
     graph.initializer.extend(extra_inits)
+    onnx.checker.check_model(model)
+    return model, count
+
+
+def masked_sum_as_matmul(model: Any) -> tuple[Any, int]:
+    """ReduceSum(x · Unsqueeze(mask, -1), axes=[1]) -> Squeeze(MatMul(Unsqueeze(mask, 1), x)).
+
+    The sum pooling of a (N, M, C) constituent tensor under its (N, M) mask, as the exporter
+    writes it, makes a full (N, M, C) product only to sum it; the batched MatMul
+    (N, 1, M) @ (N, M, C) reads x once. Returns the rewritten copy and the number of poolings
+    rewritten. Only products that feed nothing else, with a rank-2 mask of x's type, are
+    touched; the sum differs from the original by float rounding (summation order).
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = _copy(model)
+    graph = model.graph
+    if _opset(model) < 13:  # axes as an input of ReduceSum / Unsqueeze / Squeeze
+        return model, 0
+    inits = _initializers(graph)
+    shapes = _shapes(model)
+    types = _elem_types(model)
+    consumers = _consumers(graph)
+    producer = {o: n for n in graph.node for o in n.output}
+    position = {id(n): i for i, n in enumerate(graph.node)}
+    outputs = {o.name for o in graph.output}
+    replace: dict[int, list[Any]] = {}
+    drop: set[int] = set()
+    count = 0
+    for node in graph.node:
+        if node.op_type != "ReduceSum" or len(node.input) < 2:
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if attrs.get("noop_with_empty_axes", 0):
+            continue
+        mul = producer.get(node.input[0])
+        if (
+            mul is None
+            or mul.op_type != "Mul"
+            or mul.output[0] in outputs
+            or len(consumers.get(mul.output[0], [])) != 1
+        ):
+            continue
+        match = _masked_operands(mul, producer, inits, shapes, types)
+        if match is None or _constant_ints(inits, node.input[1]) not in ([1], [-2]):
+            continue
+        x, mask = match
+        p = _fresh_prefix(graph, "pool")
+        keep = attrs.get("keepdims", 1)
+        pooled = node.output[0] if keep else p + "sum"
+        nodes = [
+            helper.make_node("Unsqueeze", [mask, p + "axis1"], [p + "row"]),
+            helper.make_node("MatMul", [p + "row", x], [pooled]),
+        ]
+        if not keep:
+            nodes.append(
+                helper.make_node("Squeeze", [pooled, p + "axis1"], [node.output[0]])
+            )
+        graph.initializer.append(
+            numpy_helper.from_array(np.array([1], np.int64), p + "axis1")
+        )
+        replace[position[id(node)]] = nodes
+        drop.add(position[id(mul)])
+        count += 1
+    if not count:
+        return model, 0
+    _replace_nodes(graph, replace, drop)
+    _drop_unused_initializers(graph)
+    onnx.checker.check_model(model)
+    return model, count
+
+
+def _masked_operands(
+    mul: Any,
+    producer: dict[str, Any],
+    inits: dict[str, Any],
+    shapes: dict[str, tuple[int | None, ...]],
+    types: dict[str, int],
+) -> tuple[str, str] | None:
+    """(x, mask) of a Mul of a rank-3 x by Unsqueeze(rank-2 mask, -1), else None."""
+    for x, other in (mul.input, reversed(mul.input)):
+        unsqueeze = producer.get(other)
+        if unsqueeze is None or unsqueeze.op_type != "Unsqueeze":
+            continue
+        if len(unsqueeze.input) < 2 or _constant_ints(
+            inits, unsqueeze.input[1]
+        ) not in (
+            [-1],
+            [2],
+        ):
+            continue
+        mask = unsqueeze.input[0]
+        if len(shapes.get(x, ())) != 3 or len(shapes.get(mask, ())) != 2:
+            continue
+        if types.get(x) is None or types.get(x) != types.get(mask):
+            continue
+        return x, mask
+    return None
+
+
+def _elem_types(model: Any) -> dict[str, int]:
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    values = [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]
+    return {v.name: v.type.tensor_type.elem_type for v in values}
+
+
+def slices_as_split(model: Any) -> tuple[Any, int]:
+    """Slices of one tensor along one axis -> one ``Split`` (unused pieces for the gaps).
+
+    The preprocessing cuts each transformed column out of its (N, M, F) input with its own
+    ``Slice``; one ``Split`` reads the tensor once. Touched: groups of >= 2 slices of the same
+    tensor and axis with constant bounds, step 1, non-empty and not overlapping, on an axis of
+    known length. Returns the rewritten copy and the number of slices replaced. Exact.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = _copy(model)
+    graph = model.graph
+    if _opset(model) < 13:  # split sizes as an input
+        return model, 0
+    inits = _initializers(graph)
+    shapes = _shapes(model)
+    groups: dict[tuple[str, int], list[tuple[int, int, int]]] = {}
+    for i, node in enumerate(graph.node):
+        if node.op_type != "Slice" or len(node.input) < 4:
+            continue
+        bounds = [_constant_ints(inits, x) for x in node.input[1:]]
+        if any(b is None or len(b) != 1 for b in bounds):
+            continue
+        start, end, axis, *step = (b[0] for b in bounds)  # type: ignore[index]
+        shape = shapes.get(node.input[0])
+        if (
+            step not in ([], [1])
+            or shape is None
+            or not -len(shape) <= axis < len(shape)
+        ):
+            continue
+        axis %= len(shape)
+        length = shape[axis]
+        if length is None:
+            continue
+        start, end = (
+            min(max(v + length if v < 0 else v, 0), length) for v in (start, end)
+        )
+        if start < end:
+            groups.setdefault((node.input[0], axis), []).append((start, end, i))
+    replace: dict[int, list[Any]] = {}
+    drop: set[int] = set()
+    count = 0
+    for (source, axis), pieces in groups.items():
+        pieces.sort()
+        if len(pieces) < 2 or any(a[1] > b[0] for a, b in itertools.pairwise(pieces)):
+            continue
+        p = _fresh_prefix(graph, "split")
+        sizes: list[int] = []
+        names: list[str] = []
+        position = 0
+        for start, end, i in [*pieces, (shapes[source][axis], None, None)]:
+            if start > position:  # a gap, or the tail after the last slice
+                sizes.append(start - position)
+                names.append(f"{p}unused{len(names)}")
+            if end is None:
+                break
+            sizes.append(end - start)
+            names.append(graph.node[i].output[0])
+            position = end
+        graph.initializer.append(
+            numpy_helper.from_array(np.array(sizes, np.int64), p + "sizes")
+        )
+        first = min(i for _, _, i in pieces)
+        replace[first] = [
+            helper.make_node("Split", [source, p + "sizes"], names, axis=axis)
+        ]
+        drop.update(i for _, _, i in pieces if i != first)
+        count += len(pieces)
+    if not count:
+        return model, 0
+    _replace_nodes(graph, replace, drop)
+    _drop_unused_initializers(graph)
     onnx.checker.check_model(model)
     return model, count
 
@@ -274,7 +498,11 @@ def unblock(model: Any) -> Any:
         inits,
     )
     result = helper.make_model(
-        graph, opset_imports=list(model.opset_import), ir_version=model.ir_version
+        graph,
+        opset_imports=list(model.opset_import),
+        ir_version=model.ir_version,
+        producer_name=model.producer_name,
+        producer_version=model.producer_version,
     )
     result.metadata_props.extend(model.metadata_props)
     return result
@@ -283,33 +511,81 @@ def unblock(model: Any) -> Any:
 def optimise(
     model: Any, *, block: int | None = DEFAULT_BLOCK, metadata_key: str | None = None
 ) -> Any:
-    """:func:`dense_as_gemm`, then :func:`block_batch` (``block=None``: no blocking).
+    """:func:`masked_sum_as_matmul`, :func:`slices_as_split` and :func:`dense_as_gemm`, then
+    :func:`block_batch` (``block=None``: no blocking).
 
-    With ``metadata_key``, the JSON metadata under that key gains ``graph_rewrites``
-    (what was applied), so a file says how its graph was laid out. A graph already rewritten
-    is returned unchanged.
+    A model already blocked is unblocked first, so a file written by an earlier version
+    gains the rewrites it lacks; a model with nothing left to do (and the block asked for)
+    is returned as is. With ``metadata_key``, the JSON metadata under that key gains
+    ``graph_rewrites`` (counts added up over passes, and the block size), so a file says how
+    its graph was laid out.
     """
-    if _rewritten(model):
+    current = block_size(model)
+    flat = unblock(model) if current is not None else model
+    flat, n_pool = masked_sum_as_matmul(flat)
+    flat, n_split = slices_as_split(flat)
+    flat, n_gemm = dense_as_gemm(flat)
+    counts = {
+        "dense_as_gemm": n_gemm,
+        "masked_sum_as_matmul": n_pool,
+        "slices_as_split": n_split,
+    }
+    if not any(counts.values()) and current == block:
         return model
-    model, n_gemm = dense_as_gemm(model)
-    applied: dict[str, Any] = {"dense_as_gemm": n_gemm}
-    if block is not None:
-        model = block_batch(model, block)
-        applied["block_batch"] = block
+    model = flat if block is None else block_batch(flat, block)
     if metadata_key is not None:
         for prop in model.metadata_props:
             if prop.key == metadata_key:
                 doc = json.loads(prop.value)
+                applied = dict(doc.get("graph_rewrites") or {})
+                applied.pop("block_batch", None)
+                for key, n in counts.items():
+                    applied[key] = applied.get(key, 0) + n
+                if block is not None:
+                    applied["block_batch"] = block
                 doc["graph_rewrites"] = applied
                 prop.value = json.dumps(doc, sort_keys=False)
     return model
 
 
-def _rewritten(model: Any) -> bool:
-    return any(
-        n.name.startswith(_PREFIX) or any(o.startswith(_PREFIX) for o in n.output)
-        for n in model.graph.node
-    )
+def block_size(model: Any) -> int | None:
+    """Jets per block of a :func:`block_batch` model; None if the graph is not blocked."""
+    from onnx import numpy_helper
+
+    if not any(
+        n.output and n.output[0] == _PREFIX + "blk_seq" for n in model.graph.node
+    ):
+        return None
+    value = next(i for i in model.graph.initializer if i.name == _PREFIX + "blk_block")
+    return int(numpy_helper.to_array(value))
+
+
+def _drop_unused_initializers(graph: Any) -> None:
+    """Remove initializers no node reads any more (subgraphs included)."""
+    used: set[str] = set()
+
+    def visit(g: Any) -> None:
+        for node in g.node:
+            used.update(node.input)
+            for attr in node.attribute:
+                for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                    visit(sub)
+
+    visit(graph)
+    used.update(o.name for o in graph.output)
+    keep = [i for i in graph.initializer if i.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+
+
+def _fresh_prefix(graph: Any, stem: str) -> str:
+    """``jcgr_<stem><k>_`` with the smallest k no tensor name of ``graph`` starts with."""
+    names = [o for n in graph.node for o in n.output]
+    names += [i.name for i in graph.initializer]
+    k = 0
+    while any(name.startswith(f"{_PREFIX}{stem}{k}_") for name in names):
+        k += 1
+    return f"{_PREFIX}{stem}{k}_"
 
 
 def _with_inputs(node: Any, rename: dict[str, str]) -> Any:

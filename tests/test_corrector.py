@@ -210,6 +210,34 @@ def test_several_models_share_one_feature_build(shared_data, models, deepsets):
     assert y.shape == (len(table),)
 
 
+def test_processor_methods_in_jet_slices_equal_one_pass(shared_data, models, deepsets):
+    """estimate_models takes the jets ``slice_jets`` at a time (bounded memory): the same
+    pT as one pass, for a shared build of two models and for one model alone, and a model
+    refusing the table is still skipped with its reason."""
+    from jec_coffea.processors.methods import estimate_models
+
+    table = read_jet_table(shared_data / PFNANO)
+    mlp = DNNJetCorrector.from_onnx(models["mlp"])
+    assert len(table) > 20
+    for chosen in ({"ds": deepsets, "mlp": mlp}, {"ds": deepsets}):
+        whole = estimate_models(table, chosen)
+        for size in (1, 7, len(table) - 1):
+            sliced = estimate_models(table, chosen, slice_jets=size)
+            assert list(sliced) == list(chosen)
+            for name in chosen:
+                np.testing.assert_allclose(
+                    sliced[name].pt, whole[name].pt, rtol=1e-6, atol=0
+                )
+    old = read_jet_table(shared_data / OLD_PFNANO)
+    skipped = estimate_models(old, {"ds": deepsets, "mlp": mlp}, slice_jets=5)
+    assert skipped["ds"].pt is None
+    assert "not applicable" in skipped["ds"].reason
+    assert skipped["mlp"].pt is not None
+    assert skipped["mlp"].pt.shape == (len(old),)
+    with pytest.raises(ValueError, match="slice_jets must be >= 1"):
+        estimate_models(table, {"ds": deepsets}, slice_jets=0)
+
+
 def test_apply_correctors_builds_once_for_several_models(
     models, deepsets, pfnano_events
 ):

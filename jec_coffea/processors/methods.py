@@ -19,6 +19,7 @@ Conventions shared by every method:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BUILTIN_METHODS",
+    "DNN_SLICE_JETS",
     "REGRESSION_METHODS",
     "Estimate",
     "LogCorrector",
@@ -64,6 +66,12 @@ REGRESSION_METHODS: dict[str, str] = {
     "upart": "upart_reg_corr",
 }
 """Built-in methods that multiply pT_raw by a stored per-jet factor."""
+
+DNN_SLICE_JETS = 20_000
+"""Jets whose network inputs are built and evaluated at a time. The padded tensors take
+~5 kB per jet (Deep Sets: 64 charged, 32 neutral, 8 SV slots), so a chunk of 250,000 jets
+would hold 1.3 GB of them at once; in slices the memory is bounded whatever the chunk size,
+for the cost of one more Python step per 20,000 jets (docs/performance.md)."""
 
 _JEC_INPUTS = {"JetA": "area", "Rho": "event_rho", "JetEta": "eta", "JetPt": "pt_raw"}
 """Input name of a JEC stack -> jet-table field."""
@@ -132,7 +140,10 @@ def _standard(table: JetTable, jec: JECStack) -> Estimate:
 
 
 def estimate_models(
-    table: JetTable, models: Mapping[str, LogCorrector]
+    table: JetTable,
+    models: Mapping[str, LogCorrector],
+    *,
+    slice_jets: int = DNN_SLICE_JETS,
 ) -> dict[str, Estimate]:
     """pT of several DNN methods, with one feature build shared by the applicable models.
 
@@ -140,13 +151,18 @@ def estimate_models(
     constituent type the file lacks, the old PFNano layout's incomplete constituents) is
     skipped with that reason, as is a model refusing the table with a
     :class:`~jec_coffea.errors.JecCoffeaError` (e.g. ``ModelMismatchError``). The others share
-    :func:`jec_coffea.inference.build_inputs` when they expose a ``spec``.
+    :func:`jec_coffea.inference.build_inputs` when they expose a ``spec``. The jets are taken
+    ``slice_jets`` at a time (inputs built, every model evaluated, inputs dropped), so the
+    memory of the network inputs does not grow with the chunk.
 
     Returns
     -------
     dict
         Method name -> :class:`Estimate`.
     """
+    if slice_jets < 1:
+        msg = f"slice_jets must be >= 1, got {slice_jets}"
+        raise ValueError(msg)
     out: dict[str, Estimate] = {}
     usable: dict[str, LogCorrector] = {}
     for name, model in models.items():
@@ -156,30 +172,49 @@ def estimate_models(
             out[name] = _skip(f"model not applicable: {why}")
         else:
             usable[name] = model
-    shared = None
+    if not usable:
+        return {name: out[name] for name in models}
     specs = [getattr(m, "spec", None) for m in usable.values()]
-    if len(usable) > 1 and len(table) and all(s is not None for s in specs):
-        from ..inference import build_inputs
+    share = len(usable) > 1 and all(s is not None for s in specs)
+    n = len(table)
+    y_all = {name: np.empty(n, dtype=np.float64) for name in usable}
+    for start in range(0, n, slice_jets) if n else [0]:
+        part = (
+            table
+            if n <= slice_jets
+            else dataclasses.replace(table, jets=table.jets[start : start + slice_jets])
+        )
+        shared = None
+        if share and len(part):
+            from ..inference import build_inputs
 
-        shared = build_inputs(table, specs)
-    pt_raw = _numpy(table.jets, "pt_raw") if usable else None
-    for name, model in usable.items():
-        try:
-            if shared is not None:
-                y = model.log_correction(table, inputs=shared)  # type: ignore[call-arg]
-            else:
-                y = model.log_correction(table)
-        except JecCoffeaError as err:
-            logger.info("%s: method %s not applied: %s", table.source, name, err)
-            out[name] = _skip(f"{type(err).__name__}: {err}")
-            continue
-        y = np.asarray(y, dtype=np.float64)
-        if y.shape != (len(table),):
-            msg = f"method {name}: the model returned shape {y.shape} for {len(table)} jets"
-            raise ValueError(msg)
+            shared = build_inputs(part, specs)
+        for name in list(y_all):
+            model = usable[name]
+            try:
+                if shared is not None:
+                    y = model.log_correction(part, inputs=shared)  # type: ignore[call-arg]
+                else:
+                    y = model.log_correction(part)
+            except JecCoffeaError as err:
+                logger.info("%s: method %s not applied: %s", table.source, name, err)
+                out[name] = _skip(f"{type(err).__name__}: {err}")
+                del y_all[name]
+                continue
+            y = np.asarray(y, dtype=np.float64)
+            if y.shape != (len(part),):
+                msg = (
+                    f"method {name}: the model returned shape {y.shape} for "
+                    f"{len(part)} jets"
+                )
+                raise ValueError(msg)
+            y_all[name][start : start + len(part)] = y
+        del shared
+    pt_raw = _numpy(table.jets, "pt_raw")
+    for name, y in y_all.items():
         with np.errstate(over="ignore", invalid="ignore"):
             out[name] = _finish(pt_raw * np.exp(y))
-    return out
+    return {name: out[name] for name in models}
 
 
 def estimate_pt(

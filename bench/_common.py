@@ -328,12 +328,14 @@ def export_config_model(
     out_dir: Path,
     seed: int = 0,
     model_overrides: dict[str, Any] | None = None,
+    **export_options: Any,
 ) -> Path:
     """Export the network of configuration ``name`` (untrained weights; transform fitted on
     ``tensors``) through the real :func:`jec_coffea.export.export_onnx`.
 
     ``model_overrides`` replaces keys of the ``model`` section (what-if variants, e.g.
     ``{"activation": "relu"}``); the file is then named ``<name>.<key>-<value>.onnx``.
+    ``export_options`` go to ``export_onnx`` (``block=None``: the graph as exported).
     """
     import torch
 
@@ -359,7 +361,9 @@ def export_config_model(
         "config_hash": config.config_hash(),
         "note": "benchmark export: untrained weights",
     }
-    return export_onnx(network, transform, config.features, path, meta)
+    return export_onnx(
+        network, transform, config.features, path, meta, **export_options
+    )
 
 
 def torch_from_metadata(metadata: dict[str, Any], seed: int = 0) -> Any:

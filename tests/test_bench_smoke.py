@@ -56,6 +56,24 @@ def test_inference_bench_quick(shared_data):
     assert "### summary: batch 1024" in out
 
 
+def test_graph_rewrite_ab_quick(shared_data):
+    out = _run("graph_ab.py", shared_data / "pfnano" / "coffea_pfnano.root")
+    for name in ("deepsets", "particlenet"):
+        assert f"### {name}: jets/s on one core, batch" in out
+    for graph in ("as exported", "gemm + blocks", "optimise (all)"):
+        assert _row(out, graph)
+    # every variant gives the exported graph's outputs (last cell: max |dy|)
+    rows = [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in out.splitlines()
+        if line.startswith("|")
+        and ("gemm" in line or "exported |" in line or "all)" in line)
+    ]
+    devs = [float(row[-1]) for row in rows if row[0] != "graph"]
+    assert len(devs) == 10
+    assert max(devs) < 1e-5
+
+
 def test_training_bench_quick(shared_data):
     out = _run("training.py", shared_data / "pfnano" / "coffea_pfnano.root")
     assert "### training on CPU, jets per CPU second" in out

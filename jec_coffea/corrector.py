@@ -49,7 +49,13 @@ from .data._layouts import LAYOUTS, Layout
 from .data._source import NanoEventsSource
 from .errors import ConfigError, ModelMismatchError
 from .features import to_tensors
-from .inference import DEFAULT_BATCH_SIZE, OnnxModel, SharedInputs, build_inputs
+from .inference import (
+    DEFAULT_BATCH_SIZE,
+    OnnxModel,
+    SharedInputs,
+    build_inputs,
+    jet_slices,
+)
 from .shipped import shipped_path
 
 __all__ = ["DNNJetCorrector", "apply_correctors"]
@@ -482,14 +488,25 @@ def _apply_chunk(
         table = jet_table_from_events(
             events, layout=lay.name, source=source.path, puppi_weighted=puppi
         )
-    inputs = (
-        build_inputs(table, [c.spec for c in correctors])
-        if len(correctors) > 1
-        else None
-    )
-    columns: dict[str, Any] = {}
-    for corrector in correctors:
-        columns.update(corrector.correct(table, inputs=inputs, warn=not typetracer))
+    # the network inputs of DNN_SLICE_JETS jets at a time: memory bounded per chunk
+    slices = jet_slices(table)
+    warn = not typetracer and len(slices) == 1
+    parts: list[dict[str, Any]] = []
+    for _, part in slices:
+        inputs = (
+            build_inputs(part, [c.spec for c in correctors])
+            if len(correctors) > 1
+            else None
+        )
+        columns: dict[str, Any] = {}
+        for corrector in correctors:
+            columns.update(corrector.correct(part, inputs=inputs, warn=warn))
+        parts.append(columns)
+        del inputs
+    if len(parts) > 1:
+        columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        for corrector in correctors:  # one validity warning per chunk, not per slice
+            corrector.flags(table, warn=not typetracer)
     if typetracer:
         columns = {
             name: ak.Array(ak.to_layout(values).to_typetracer(forget_length=True))

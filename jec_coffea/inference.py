@@ -20,6 +20,7 @@ then takes its columns and slots from the shared tensors (:class:`SharedInputs`)
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -40,6 +41,7 @@ from .features import FEATURE_VERSION, FeatureSpec, ReplacementCounts, to_tensor
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
+    "DNN_SLICE_JETS",
     "METADATA_KEY",
     "OUTPUT_NAME",
     "PADDING_INVARIANT",
@@ -47,6 +49,7 @@ __all__ = [
     "SharedInputs",
     "build_inputs",
     "clear_sessions",
+    "jet_slices",
     "spec_from_metadata",
     "union_spec",
 ]
@@ -64,6 +67,33 @@ over valid neighbours, so which padded points fill a short neighbour list never 
 
 DEFAULT_BATCH_SIZE = 256
 """Jets per ``session.run`` of :class:`OnnxModel` unless told otherwise (see its docstring)."""
+
+DNN_SLICE_JETS = 20_000
+"""Jets whose network inputs are built and evaluated at a time by the processors and
+``apply_correctors``. The padded tensors take ~5 kB per jet (Deep Sets: 64 charged, 32
+neutral, 8 SV slots), so a chunk of 190,000 jets held ~1 GB of them at once; in slices the
+memory is bounded whatever the chunk size, for one more Python step per 20,000 jets
+(docs/performance.md, fifth round)."""
+
+
+def jet_slices(table: JetTable, size: int | None = None) -> list[tuple[int, JetTable]]:
+    """(start, sub-table) of at most ``size`` jets each (default :data:`DNN_SLICE_JETS`,
+    read at call time), covering ``table`` in order.
+
+    A table of at most ``size`` jets (also an empty one) is returned whole.
+    """
+    size = DNN_SLICE_JETS if size is None else size
+    if size < 1:
+        msg = f"slice size must be >= 1, got {size}"
+        raise ValueError(msg)
+    n = len(table)
+    if n <= size:
+        return [(0, table)]
+    return [
+        (start, dataclasses.replace(table, jets=table.jets[start : start + size]))
+        for start in range(0, n, size)
+    ]
+
 
 _SESSIONS: dict[tuple[str, int], Any] = {}
 _SESSIONS_LOCK = threading.Lock()

@@ -234,8 +234,30 @@ def test_processor_methods_in_jet_slices_equal_one_pass(shared_data, models, dee
     assert "not applicable" in skipped["ds"].reason
     assert skipped["mlp"].pt is not None
     assert skipped["mlp"].pt.shape == (len(old),)
-    with pytest.raises(ValueError, match="slice_jets must be >= 1"):
+    with pytest.raises(ValueError, match="slice size must be >= 1"):
         estimate_models(table, {"ds": deepsets}, slice_jets=0)
+
+
+def test_apply_correctors_in_jet_slices_equals_one_pass(
+    models, deepsets, pfnano_events, monkeypatch
+):
+    import jec_coffea.inference
+
+    mlp = DNNJetCorrector.from_onnx(models["mlp"], prefix="mlp")
+    with pytest.warns(UserWarning, match="validity") as whole_warnings:
+        whole = apply_correctors(pfnano_events, [deepsets, mlp])
+    monkeypatch.setattr(jec_coffea.inference, "DNN_SLICE_JETS", 7)
+    with pytest.warns(UserWarning, match="validity") as sliced_warnings:
+        sliced = apply_correctors(pfnano_events, [deepsets, mlp])
+    # the same warnings (one per model and chunk, whole-chunk counts), not one per slice
+    assert [str(w.message) for w in sliced_warnings] == [
+        str(w.message) for w in whole_warnings
+    ]
+    assert ak.sum(ak.num(sliced)) > 7 * 3  # several slices
+    for field in ("pt_dnn", "dnn_valid", "pt_mlp", "mass_mlp", "mlp_factor"):
+        np.testing.assert_allclose(
+            flat(sliced, field), flat(whole, field), rtol=1e-6, atol=0
+        )
 
 
 def test_apply_correctors_builds_once_for_several_models(

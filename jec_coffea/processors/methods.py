@@ -19,7 +19,6 @@ Conventions shared by every method:
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ import awkward as ak
 import numpy as np
 
 from ..errors import JecCoffeaError, MissingBranchError
+from ..inference import build_inputs, jet_slices
 
 if TYPE_CHECKING:
     from ..data import JetTable
@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BUILTIN_METHODS",
-    "DNN_SLICE_JETS",
     "REGRESSION_METHODS",
     "Estimate",
     "LogCorrector",
@@ -66,12 +65,6 @@ REGRESSION_METHODS: dict[str, str] = {
     "upart": "upart_reg_corr",
 }
 """Built-in methods that multiply pT_raw by a stored per-jet factor."""
-
-DNN_SLICE_JETS = 20_000
-"""Jets whose network inputs are built and evaluated at a time. The padded tensors take
-~5 kB per jet (Deep Sets: 64 charged, 32 neutral, 8 SV slots), so a chunk of 250,000 jets
-would hold 1.3 GB of them at once; in slices the memory is bounded whatever the chunk size,
-for the cost of one more Python step per 20,000 jets (docs/performance.md)."""
 
 _JEC_INPUTS = {"JetA": "area", "Rho": "event_rho", "JetEta": "eta", "JetPt": "pt_raw"}
 """Input name of a JEC stack -> jet-table field."""
@@ -143,7 +136,7 @@ def estimate_models(
     table: JetTable,
     models: Mapping[str, LogCorrector],
     *,
-    slice_jets: int = DNN_SLICE_JETS,
+    slice_jets: int | None = None,
 ) -> dict[str, Estimate]:
     """pT of several DNN methods, with one feature build shared by the applicable models.
 
@@ -152,17 +145,16 @@ def estimate_models(
     skipped with that reason, as is a model refusing the table with a
     :class:`~jec_coffea.errors.JecCoffeaError` (e.g. ``ModelMismatchError``). The others share
     :func:`jec_coffea.inference.build_inputs` when they expose a ``spec``. The jets are taken
-    ``slice_jets`` at a time (inputs built, every model evaluated, inputs dropped), so the
-    memory of the network inputs does not grow with the chunk.
+    ``slice_jets`` at a time (default :data:`~jec_coffea.inference.DNN_SLICE_JETS`; inputs
+    built, every model evaluated, inputs dropped), so the memory of the network inputs does
+    not grow with the chunk.
 
     Returns
     -------
     dict
         Method name -> :class:`Estimate`.
     """
-    if slice_jets < 1:
-        msg = f"slice_jets must be >= 1, got {slice_jets}"
-        raise ValueError(msg)
+    slices = jet_slices(table, slice_jets)
     out: dict[str, Estimate] = {}
     usable: dict[str, LogCorrector] = {}
     for name, model in models.items():
@@ -176,19 +168,9 @@ def estimate_models(
         return {name: out[name] for name in models}
     specs = [getattr(m, "spec", None) for m in usable.values()]
     share = len(usable) > 1 and all(s is not None for s in specs)
-    n = len(table)
-    y_all = {name: np.empty(n, dtype=np.float64) for name in usable}
-    for start in range(0, n, slice_jets) if n else [0]:
-        part = (
-            table
-            if n <= slice_jets
-            else dataclasses.replace(table, jets=table.jets[start : start + slice_jets])
-        )
-        shared = None
-        if share and len(part):
-            from ..inference import build_inputs
-
-            shared = build_inputs(part, specs)
+    y_all = {name: np.empty(len(table), dtype=np.float64) for name in usable}
+    for start, part in slices:
+        shared = build_inputs(part, specs) if share and len(part) else None
         for name in list(y_all):
             model = usable[name]
             try:

@@ -96,6 +96,19 @@ def _opset(model: Any) -> int:
     )
 
 
+def _rewritten_model(
+    model: Any, replace: dict[int, list[Any]], drop: set[int], count: int
+) -> tuple[Any, int]:
+    """``model`` with the node replacements made (nothing if ``count`` is 0), checked."""
+    import onnx
+
+    if count:
+        _replace_nodes(model.graph, replace, drop)
+        _drop_unused_initializers(model.graph)
+        onnx.checker.check_model(model)
+    return model, count
+
+
 def _replace_nodes(graph: Any, replace: dict[int, list[Any]], drop: set[int]) -> None:
     """Nodes at positions in ``replace`` become its lists, those in ``drop`` go."""
     new_nodes: list[Any] = []
@@ -186,7 +199,6 @@ def masked_sum_as_matmul(model: Any) -> tuple[Any, int]:
     rewritten. Only products that feed nothing else, with a rank-2 mask of x's type, are
     touched; the sum differs from the original by float rounding (summation order).
     """
-    import onnx
     from onnx import helper, numpy_helper
 
     model = _copy(model)
@@ -238,12 +250,7 @@ def masked_sum_as_matmul(model: Any) -> tuple[Any, int]:
         replace[position[id(node)]] = nodes
         drop.add(position[id(mul)])
         count += 1
-    if not count:
-        return model, 0
-    _replace_nodes(graph, replace, drop)
-    _drop_unused_initializers(graph)
-    onnx.checker.check_model(model)
-    return model, count
+    return _rewritten_model(model, replace, drop, count)
 
 
 def _masked_operands(
@@ -290,7 +297,6 @@ def slices_as_split(model: Any) -> tuple[Any, int]:
     tensor and axis with constant bounds, step 1, non-empty and not overlapping, on an axis of
     known length. Returns the rewritten copy and the number of slices replaced. Exact.
     """
-    import onnx
     from onnx import helper, numpy_helper
 
     model = _copy(model)
@@ -352,12 +358,7 @@ def slices_as_split(model: Any) -> tuple[Any, int]:
         ]
         drop.update(i for _, _, i in pieces if i != first)
         count += len(pieces)
-    if not count:
-        return model, 0
-    _replace_nodes(graph, replace, drop)
-    _drop_unused_initializers(graph)
-    onnx.checker.check_model(model)
-    return model, count
+    return _rewritten_model(model, replace, drop, count)
 
 
 def block_batch(model: Any, block: int = DEFAULT_BLOCK) -> Any:

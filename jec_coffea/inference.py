@@ -76,9 +76,11 @@ memory is bounded whatever the chunk size, for one more Python step per 20,000 j
 (docs/performance.md, fifth round)."""
 
 
-def jet_slices(table: JetTable, size: int | None = None) -> list[tuple[int, JetTable]]:
+def jet_slices(
+    table: JetTable | ak.Array, size: int | None = None
+) -> list[tuple[int, Any]]:
     """(start, sub-table) of at most ``size`` jets each (default :data:`DNN_SLICE_JETS`,
-    read at call time), covering ``table`` in order.
+    read at call time), covering ``table`` (a JetTable or a per-jet awkward array) in order.
 
     A table of at most ``size`` jets (also an empty one) is returned whole.
     """
@@ -89,6 +91,8 @@ def jet_slices(table: JetTable, size: int | None = None) -> list[tuple[int, JetT
     n = len(table)
     if n <= size:
         return [(0, table)]
+    if not isinstance(table, JetTable):
+        return [(start, table[start : start + size]) for start in range(0, n, size)]
     return [
         (start, dataclasses.replace(table, jets=table.jets[start : start + size]))
         for start in range(0, n, size)

@@ -62,13 +62,16 @@ def _consumers(graph: Any) -> dict[str, list[Any]]:
     return out
 
 
-def _shapes(model: Any) -> dict[str, tuple[int | None, ...]]:
-    """Inferred shape of every tensor whose rank is known (None: a dimension not fixed)."""
+def _tensor_info(
+    model: Any,
+) -> tuple[dict[str, tuple[int | None, ...]], dict[str, int]]:
+    """One shape inference: the shape of every tensor whose rank is known (None: a
+    dimension not fixed) and the element type of every tensor."""
     import onnx
 
     inferred = onnx.shape_inference.infer_shapes(model)
     values = [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]
-    return {
+    shapes = {
         v.name: tuple(
             d.dim_value if d.HasField("dim_value") else None
             for d in v.type.tensor_type.shape.dim
@@ -76,10 +79,11 @@ def _shapes(model: Any) -> dict[str, tuple[int | None, ...]]:
         for v in values
         if v.type.tensor_type.HasField("shape")
     }
+    return shapes, {v.name: v.type.tensor_type.elem_type for v in values}
 
 
 def _ranks(model: Any) -> dict[str, int]:
-    return {name: len(shape) for name, shape in _shapes(model).items()}
+    return {name: len(shape) for name, shape in _tensor_info(model)[0].items()}
 
 
 def _constant_ints(inits: dict[str, Any], name: str) -> list[int] | None:
@@ -128,7 +132,6 @@ def dense_as_gemm(model: Any) -> tuple[Any, int]:
     whose intermediate outputs feed nothing else are touched. Layers followed by GELU stay:
     onnxruntime already fuses their bias into ``BiasGelu`` (measured: no gain as Gemm).
     """
-    import onnx
     from onnx import helper, numpy_helper
 
     model = _copy(model)
@@ -182,12 +185,8 @@ def dense_as_gemm(model: Any) -> tuple[Any, int]:
         replace[position[id(node)]] = nodes
         drop.update({position[id(add)], position[id(relu)]})
         count += 1
-    if not count:
-        return model, 0
-    _replace_nodes(graph, replace, drop)
     graph.initializer.extend(extra_inits)
-    onnx.checker.check_model(model)
-    return model, count
+    return _rewritten_model(model, replace, drop, count)
 
 
 def masked_sum_as_matmul(model: Any) -> tuple[Any, int]:
@@ -206,8 +205,7 @@ def masked_sum_as_matmul(model: Any) -> tuple[Any, int]:
     if _opset(model) < 13:  # axes as an input of ReduceSum / Unsqueeze / Squeeze
         return model, 0
     inits = _initializers(graph)
-    shapes = _shapes(model)
-    types = _elem_types(model)
+    shapes, types = _tensor_info(model)
     consumers = _consumers(graph)
     producer = {o: n for n in graph.node for o in n.output}
     position = {id(n): i for i, n in enumerate(graph.node)}
@@ -265,12 +263,12 @@ def _masked_operands(
         unsqueeze = producer.get(other)
         if unsqueeze is None or unsqueeze.op_type != "Unsqueeze":
             continue
-        if len(unsqueeze.input) < 2 or _constant_ints(
-            inits, unsqueeze.input[1]
-        ) not in (
-            [-1],
-            [2],
-        ):
+        axes = (
+            _constant_ints(inits, unsqueeze.input[1])
+            if len(unsqueeze.input) > 1
+            else None
+        )
+        if axes not in ([-1], [2]):
             continue
         mask = unsqueeze.input[0]
         if len(shapes.get(x, ())) != 3 or len(shapes.get(mask, ())) != 2:
@@ -279,14 +277,6 @@ def _masked_operands(
             continue
         return x, mask
     return None
-
-
-def _elem_types(model: Any) -> dict[str, int]:
-    import onnx
-
-    inferred = onnx.shape_inference.infer_shapes(model)
-    values = [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]
-    return {v.name: v.type.tensor_type.elem_type for v in values}
 
 
 def slices_as_split(model: Any) -> tuple[Any, int]:
@@ -304,7 +294,7 @@ def slices_as_split(model: Any) -> tuple[Any, int]:
     if _opset(model) < 13:  # split sizes as an input
         return model, 0
     inits = _initializers(graph)
-    shapes = _shapes(model)
+    shapes, _ = _tensor_info(model)
     groups: dict[tuple[str, int], list[tuple[int, int, int]]] = {}
     for i, node in enumerate(graph.node):
         if node.op_type != "Slice" or len(node.input) < 4:
@@ -474,14 +464,10 @@ def unblock(model: Any) -> Any:
     """
     from onnx import helper
 
-    loops = [
-        n
-        for n in model.graph.node
-        if n.op_type == "Loop" and n.output and n.output[0] == _PREFIX + "blk_seq"
-    ]
-    if not loops:
+    loop = _batch_loop(model)
+    if loop is None:
         return _copy(model)
-    body = next(a.g for a in loops[0].attribute if a.name == "body")
+    body = next(a.g for a in loop.attribute if a.name == "body")
     p = _PREFIX + "blk_"
     renamed = {f"{p}in_{i.name}": i.name for i in model.graph.input}
     nodes = [
@@ -553,12 +539,22 @@ def block_size(model: Any) -> int | None:
     """Jets per block of a :func:`block_batch` model; None if the graph is not blocked."""
     from onnx import numpy_helper
 
-    if not any(
-        n.output and n.output[0] == _PREFIX + "blk_seq" for n in model.graph.node
-    ):
+    if _batch_loop(model) is None:
         return None
     value = next(i for i in model.graph.initializer if i.name == _PREFIX + "blk_block")
     return int(numpy_helper.to_array(value))
+
+
+def _batch_loop(model: Any) -> Any:
+    """The ``Loop`` node :func:`block_batch` wrote, None if the graph has none."""
+    return next(
+        (
+            n
+            for n in model.graph.node
+            if n.op_type == "Loop" and n.output and n.output[0] == _PREFIX + "blk_seq"
+        ),
+        None,
+    )
 
 
 def _drop_unused_initializers(graph: Any) -> None:

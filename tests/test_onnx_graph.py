@@ -279,10 +279,7 @@ def test_slices_left_alone_where_a_split_would_not_be_exact(case):
     ]
     inputs = [("x", shape)]
     if case == "dynamic bound":
-        from onnx import TensorProto
-
         nodes.insert(0, helper.make_node("Shape", ["x"], ["n"], start=2))
-        _ = TensorProto
     if case == "single":
         nodes[1] = helper.make_node("Identity", ["x"], ["s1"])
     model = _graph(nodes, inputs, "y", inits)

@@ -33,9 +33,13 @@ CONFIGS: dict[str, Path] = {
 }
 """Shipped model configurations by name."""
 
+SHARED_DATA = Path(os.environ.get("JEC_COFFEA_DATA", ROOT.parent / "shared" / "data"))
+"""The real CMS files: ``$JEC_COFFEA_DATA``, else ``../shared/data`` beside the repository
+(as the tests and ``jec-coffea demo`` find them)."""
+
 DEFAULT_SAMPLES: tuple[Path, ...] = (
     Path("/tmp/sim20k/data.yaml"),
-    ROOT.parent / "shared" / "data" / "pfnano" / "coffea_pfnano.root",
+    SHARED_DATA / "pfnano" / "coffea_pfnano.root",
 )
 """Where the realistic jets come from, first existing wins: a simulated sample (data.yaml),
 else the real PFNano file of shared/data."""

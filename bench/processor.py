@@ -49,9 +49,7 @@ import _common as c
 
 DEFAULT_SIM = Path("/tmp/demo2/sim/data.yaml")
 DEFAULT_JEC = (
-    c.ROOT.parent
-    / "shared"
-    / "data"
+    c.SHARED_DATA
     / "jec"
     / "correctionlib"
     / "2017_UL_jet_jerc.json.gz:Summer19UL17_V5_MC:AK4PFchs"

@@ -571,3 +571,21 @@ def test_gaussian_core_ignores_tails():
     assert mu == pytest.approx(1.0, abs=0.01)
     assert sig == pytest.approx(0.05, rel=0.12)
     assert np.isnan(gaussian_core(np.ones(5))[1])
+
+
+def test_validate_measures_cms_offset_slope_on_the_same_jets(sim_sample, shared_data):
+    """(d) is printed beside the slope CMS's own L1FastJet gives for the same jets."""
+    from jec_coffea.simulation.validation import validate
+
+    rep = validate(
+        _files(sim_sample), shared_data / "jec" / "textfiles" / "pocketcoffea"
+    )
+    checks = {c.name: c for c in rep.checks}
+    ours = checks["(d) offset / (rho A) slope"].value
+    ref = checks["(d) slope / CMS L1FastJet slope"]
+    cms = float(ref.detail.split()[1].rstrip(";"))
+    # Summer19UL18 AK4PFchs: offset = A p1 (rho - p0)(1 + p2 ln(pT/15)), p1 ~0.43, p2 < 0
+    assert 0.2 < cms < 0.45
+    assert ref.value == pytest.approx(ours / cms, rel=2e-3)
+    assert "|eta| 1.3-2.5" in ref.detail
+    assert "bootstrap" in checks["(c) median R(g) - R(uds), 30-50 GeV"].detail

@@ -155,6 +155,20 @@ class LossConfig(_Model):
     min_log_sigma: float = Field(
         -7.0, description="lower clamp on the predicted ln σ of gaussian_nll"
     )
+    flavour_penalty: float = Field(
+        0.0,
+        ge=0,
+        description="weight of the flavour term: in each pT_gen bin of flavour_pt_edges, the "
+        "squared spread over uds, c, b, g of the weighted mean of tanh((ŷ - y) / "
+        "flavour_scale), a smooth per-flavour median offset (0 = off)",
+    )
+    flavour_pt_edges: list[float] = Field(
+        [20.0, 50.0, 150.0],
+        description="pT_gen bin edges [GeV] of the flavour term (last bin open-ended)",
+    )
+    flavour_scale: float = Field(
+        0.05, gt=0, description="residual scale in ln pT of the flavour term's tanh"
+    )
 
     @model_validator(mode="after")
     def _quantiles_valid(self) -> LossConfig:
@@ -164,6 +178,10 @@ class LossConfig(_Model):
             raise ValueError(msg)
         if 0.5 not in q:
             msg = f"quantiles must contain 0.5 (the median is the prediction), got {q}"
+            raise ValueError(msg)
+        e = self.flavour_pt_edges
+        if not e or any(b <= a for a, b in itertools.pairwise(e)):
+            msg = f"flavour_pt_edges must be non-empty and strictly increasing, got {e}"
             raise ValueError(msg)
         return self
 

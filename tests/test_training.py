@@ -1015,3 +1015,83 @@ def test_simulated_sample_end_to_end(sim_sample, tmp_path, capsys):
         f"simulated sample, {len(arrays)} training jets: MAE {mae:.4f}, constant {constant:.4f}"
     )
     assert mae < constant
+
+
+# --------------------------------------------------------------------------- flavour term
+def test_flavour_term_matches_hand_computation():
+    """Per pT_gen bin: the spread over uds, c, b, g of the weighted mean tanh residual."""
+    from jec_coffea.training.losses import FLAVOUR_MIN_JETS
+
+    cfg = LossConfig(type="mae", flavour_penalty=2.0, flavour_pt_edges=[20.0, 50.0])
+    loss = make_loss(cfg)
+    rng = np.random.default_rng(3)
+    n = 400
+    flavour = rng.integers(0, 5, n)  # 4 = unknown: left out
+    pt_gen = rng.uniform(10.0, 200.0, n)  # below 20 GeV: left out
+    target = rng.normal(0.0, 0.1, n)
+    pred = (
+        target + 0.02 * (flavour == 3) - 0.01 * (flavour == 0) + rng.normal(0, 0.03, n)
+    )
+    weight = rng.uniform(0.5, 2.0, n)
+    args = [torch.tensor(x, dtype=torch.float32) for x in (pred, target, weight)]
+    got = float(
+        loss.flavour_term(
+            *args, torch.tensor(flavour), torch.tensor(pt_gen, dtype=torch.float32)
+        )
+    )
+    s = np.tanh((pred - target) / cfg.flavour_scale)
+    expect = 0.0
+    for lo, hi in ((20.0, 50.0), (50.0, np.inf)):
+        means = []
+        for f in range(4):
+            c = (pt_gen >= lo) & (pt_gen < hi) & (flavour == f)
+            if c.sum() >= FLAVOUR_MIN_JETS:
+                means.append(np.sum(s[c] * weight[c]) / np.sum(weight[c]))
+        means = np.array(means)
+        expect += np.sum((means - means.mean()) ** 2)
+    assert got == pytest.approx(expect, rel=1e-4)
+    assert got > 0
+    # the batch loss adds it with its weight, only when the labels are given
+    plain = float(loss(*args))
+    labelled = float(
+        loss(
+            *args,
+            flavour=torch.tensor(flavour),
+            pt_gen=torch.tensor(pt_gen, dtype=torch.float32),
+        )
+    )
+    assert labelled == pytest.approx(plain + 2.0 * expect, rel=1e-4)
+    # equal per-flavour offsets, one flavour too rare, or one flavour alone: no term
+    same = torch.tensor(target + 0.01, dtype=torch.float32)
+    assert float(
+        loss.flavour_term(same, *args[1:], torch.tensor(flavour), args[2] * 0 + 30.0)
+    ) == pytest.approx(0.0, abs=1e-7)
+    alone = torch.zeros(n, dtype=torch.long)
+    assert float(loss.flavour_term(*args, alone, torch.full((n,), 30.0))) == 0.0
+
+
+def test_flavour_term_config_is_validated():
+    with pytest.raises(ValueError, match="flavour_pt_edges"):
+        LossConfig(type="mae", flavour_penalty=1.0, flavour_pt_edges=[50.0, 20.0])
+    with pytest.raises(ValueError, match="flavour_penalty"):
+        LossConfig(type="mae", flavour_penalty=-1.0)
+
+
+def test_training_with_the_flavour_term_learns(table, tmp_path):
+    """The loop feeds flavour and pT_gen to the loss; the network still learns the target."""
+    plain = _config("mlp_nanoaod", max_steps=60, epochs=1000, loss={"type": "mae"})
+    flav = _config(
+        "mlp_nanoaod",
+        max_steps=60,
+        epochs=1000,
+        loss={"type": "mae", "flavour_penalty": 1.0, "flavour_pt_edges": [20.0, 60.0]},
+    )
+    a = train(plain, tmp_path / "plain", tables=[table], export=False)
+    b = train(flav, tmp_path / "flav", tables=[table], export=False)
+    first_a = float(a.history[0]["train_loss"])
+    first_b = float(b.history[0]["train_loss"])
+    assert first_b > first_a  # the term is in the training loss
+    arrays = build_split_arrays([table], flav, "train")
+    pred = _predict(b, flav, arrays)
+    constant = np.mean(np.abs(arrays.target - np.median(arrays.target)))
+    assert np.mean(np.abs(pred - arrays.target)) < 0.8 * constant

@@ -301,6 +301,10 @@ def _concatenate(parts: list[dict[str, Any]], limit: int | None) -> dict[str, An
     return out
 
 
+LABELS = ("target", "weight", "flavour", "pt_gen")
+"""Batch entries that are labels of the loss, not network inputs."""
+
+
 class BatchLoader:
     """Batches of pre-built tensors, sharded and shuffled like a ``DistributedSampler``.
 
@@ -357,6 +361,13 @@ class BatchLoader:
             self.tensors[name] = torch.from_numpy(
                 np.ascontiguousarray(getattr(arrays, name))
             ).to(device)
+        # labels of the loss's flavour term, never network inputs
+        self.tensors["flavour"] = torch.from_numpy(
+            np.asarray(arrays.flavour, dtype=np.int64)
+        ).to(device)
+        self.tensors["pt_gen"] = torch.from_numpy(
+            np.asarray(arrays.pt_gen, dtype=np.float32)
+        ).to(device)
         self.n = len(arrays)
         self.sampler = torch.utils.data.DistributedSampler(
             range(self.n),
@@ -390,7 +401,7 @@ class BatchLoader:
     @property
     def input_names(self) -> list[str]:
         """Names of the network inputs (``to_tensors`` keys)."""
-        return [k for k in self.tensors if k not in ("target", "weight")]
+        return [k for k in self.tensors if k not in LABELS]
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch's permutation (deterministic given the seed)."""

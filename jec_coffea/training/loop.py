@@ -46,7 +46,7 @@ from .artifacts import (
     save_checkpoint,
     write_history,
 )
-from .dataset import BatchLoader, JetArrays, build_split_arrays, load_jet_tables
+from .dataset import LABELS, BatchLoader, JetArrays, build_split_arrays, load_jet_tables
 from .losses import Loss, make_loss
 from .network import build_network, check_transform, fit_transform
 from .optim import make_optimizer, make_scheduler
@@ -117,7 +117,7 @@ def _split_batch(batch: dict[str, torch.Tensor]):
     inputs = {
         k: v
         for k, v in batch.items()
-        if k not in ("target", "weight") and not k.startswith(RAW_PREFIX)
+        if k not in LABELS and not k.startswith(RAW_PREFIX)
     }
     raw = {
         k[len(RAW_PREFIX) :]: v for k, v in batch.items() if k.startswith(RAW_PREFIX)
@@ -495,6 +495,7 @@ def _train_epoch(
             ):
                 break
             inputs, raw, target, weight = _split_batch(batch)
+            labels = {"flavour": batch["flavour"], "pt_gen": batch["pt_gen"]}
             if adv.enabled:
                 bare.train()
                 x_adv = fgsm_inputs(
@@ -505,10 +506,10 @@ def _train_epoch(
                 out = model(both, raw=raw2)
                 n = target.shape[0]
                 value = (1 - adv.weight) * loss(
-                    out[:n], target, weight
-                ) + adv.weight * loss(out[n:], target, weight)
+                    out[:n], target, weight, **labels
+                ) + adv.weight * loss(out[n:], target, weight, **labels)
             else:
-                value = loss(model(inputs, raw=raw), target, weight)
+                value = loss(model(inputs, raw=raw), target, weight, **labels)
             optimizer.zero_grad(set_to_none=True)
             value.backward()
             if config.optimizer.grad_clip:

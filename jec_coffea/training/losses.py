@@ -12,6 +12,15 @@ log-cosh) need one output. The resolution-aware options need more:
 * ``gaussian_nll``: the network predicts a mean μ and ln σ; the loss is the Gaussian
   negative log-likelihood (constant dropped), ŷ = μ, σ the per-jet resolution.
 
+The flavour term (``loss.flavour_penalty`` > 0) targets the flavour dependence S directly: a
+median regressor that cannot tell a gluon from a light quark at 30-50 GeV leaves uds jets
+over- and gluon jets under-corrected. In each pT_gen bin it takes, per flavour group uds, c,
+b, g, the weighted mean of tanh((ŷ - y) / scale) (a smooth sign: zero where the group's
+median residual is zero) and adds the squared spread of those means around their average,
+times the weight. Flavour and pT_gen are labels of the loss only; the network still sees
+reconstructed inputs. Cells with fewer than :data:`FLAVOUR_MIN_JETS` jets in the batch are left
+out. The validation loss is the plain loss.
+
 The batch loss is ``mean(w * l)``: jet weights come normalised to mean 1 over the dataset
 (:mod:`jec_coffea.training.reweighting`), so dividing by the number of jets (not by Σw)
 keeps the loss of a DistributedDataParallel step exactly the average of the per-rank losses
@@ -32,7 +41,13 @@ if TYPE_CHECKING:
 
     from ..config import LossConfig
 
-__all__ = ["LOSSES", "Loss", "LossSpec", "make_loss"]
+__all__ = ["FLAVOUR_MIN_JETS", "LOSSES", "Loss", "LossSpec", "make_loss"]
+
+N_PHYSICS_FLAVOURS = 4
+"""The flavour term's groups: indices 0-3 of FLAVOUR_GROUPS (uds, c, b, g; not unknown)."""
+
+FLAVOUR_MIN_JETS = 5
+"""Jets a (pT_gen bin, flavour) cell of a batch needs to enter the flavour term."""
 
 
 def _point(output: torch.Tensor) -> torch.Tensor:
@@ -181,12 +196,64 @@ class Loss:
         output: torch.Tensor,
         target: torch.Tensor,
         weight: torch.Tensor | None = None,
+        *,
+        flavour: torch.Tensor | None = None,
+        pt_gen: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Batch loss mean(w · l) (weights normalised to mean 1 over the dataset)."""
+        """Batch loss mean(w · l) (weights normalised to mean 1 over the dataset).
+
+        With ``flavour`` (group index, :data:`~jec_coffea.data.jet_table.FLAVOUR_GROUPS`) and
+        ``pt_gen`` given and ``flavour_penalty`` > 0, the flavour term is added.
+        """
         loss = self.per_jet(output, target)
         if weight is not None:
             loss = loss * weight
-        return loss.mean()
+        value = loss.mean()
+        if (
+            self.config.flavour_penalty > 0
+            and flavour is not None
+            and pt_gen is not None
+        ):
+            value = value + self.config.flavour_penalty * self.flavour_term(
+                output, target, weight, flavour, pt_gen
+            )
+        return value
+
+    def flavour_term(
+        self,
+        output: torch.Tensor,
+        target: torch.Tensor,
+        weight: torch.Tensor | None,
+        flavour: torch.Tensor,
+        pt_gen: torch.Tensor,
+    ) -> torch.Tensor:
+        """Σ over pT_gen bins of Σ_f (m_f - mean m)², m_f the group's mean tanh residual."""
+        torch = extras.torch()
+        s = torch.tanh((self.prediction(output) - target) / self.config.flavour_scale)
+        w = torch.ones_like(s) if weight is None else weight.to(s.dtype)
+        edges = torch.as_tensor(
+            self.config.flavour_pt_edges, dtype=pt_gen.dtype, device=pt_gen.device
+        )
+        n_bins = len(self.config.flavour_pt_edges)
+        ptbin = (
+            torch.bucketize(pt_gen, edges, right=True) - 1
+        )  # -1: below the first edge
+        fl = flavour.to(torch.long)
+        use = (ptbin >= 0) & (fl >= 0) & (fl < N_PHYSICS_FLAVOURS)
+        cell = (ptbin * N_PHYSICS_FLAVOURS + fl)[use]
+        n_cells = n_bins * N_PHYSICS_FLAVOURS
+        sums = torch.zeros(n_cells, dtype=s.dtype, device=s.device)
+        sums = sums.index_add(0, cell, (s * w)[use])
+        wsum = torch.zeros_like(sums).index_add(0, cell, w[use])
+        count = torch.zeros_like(sums).index_add(0, cell, torch.ones_like(s[use]))
+        present = (count >= FLAVOUR_MIN_JETS) & (wsum > 0)
+        mean = torch.where(present, sums / torch.where(present, wsum, 1.0), 0.0)
+        mean = mean.reshape(n_bins, N_PHYSICS_FLAVOURS)
+        present = present.reshape(n_bins, N_PHYSICS_FLAVOURS)
+        n_present = present.sum(dim=1)
+        centre = mean.sum(dim=1) / n_present.clamp(min=1)
+        spread = torch.where(present, (mean - centre[:, None]) ** 2, 0.0).sum(dim=1)
+        return torch.where(n_present >= 2, spread, 0.0).sum()
 
     def prediction(self, output: torch.Tensor) -> torch.Tensor:
         """Point prediction ŷ = ln(pT_gen/pT_raw) estimate, shape (N,)."""

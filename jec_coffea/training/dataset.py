@@ -303,6 +303,7 @@ def _concatenate(parts: list[dict[str, Any]], limit: int | None) -> dict[str, An
 
 LABELS = ("target", "weight", "flavour", "pt_gen")
 """Batch entries that are labels of the loss, not network inputs."""
+LABEL_DTYPES = (np.float32, np.float32, np.int64, np.float32)
 
 
 class BatchLoader:
@@ -357,17 +358,11 @@ class BatchLoader:
             k: torch.from_numpy(np.ascontiguousarray(v)).to(device)
             for k, v in arrays.inputs.items()
         }
-        for name in ("target", "weight"):
+        # the loss's labels (flavour and pT_gen for its flavour term), never network inputs
+        for name, dtype in zip(LABELS, LABEL_DTYPES, strict=True):
             self.tensors[name] = torch.from_numpy(
-                np.ascontiguousarray(getattr(arrays, name))
+                np.ascontiguousarray(getattr(arrays, name), dtype=dtype)
             ).to(device)
-        # labels of the loss's flavour term, never network inputs
-        self.tensors["flavour"] = torch.from_numpy(
-            np.asarray(arrays.flavour, dtype=np.int64)
-        ).to(device)
-        self.tensors["pt_gen"] = torch.from_numpy(
-            np.asarray(arrays.pt_gen, dtype=np.float32)
-        ).to(device)
         self.n = len(arrays)
         self.sampler = torch.utils.data.DistributedSampler(
             range(self.n),

@@ -1,8 +1,9 @@
 """Issue 8: speed of the exported graph without changing what it computes.
 
-The preprocessing now slices out only the columns with a manual chain or category list and
-joins the columns with one Concat; the default substitution, scaling, clip and mask are one
-operation each on the whole tensor. ParticleNet gathers neighbours with one Gather of rows of
+The preprocessing slices out only the runs of columns with a manual chain or category list
+(neighbours with the same chain together, arcsinh as a log formula, categories as one 2-D
+MatMul) and joins the columns with one Concat; the default substitution, scaling, clip and
+mask are one operation each on the whole (N, M * F) view of the tensor. ParticleNet gathers neighbours with one Gather of rows of
 (N * P, C) instead of GatherElements through an expanded int64 index. Both must give the
 numbers of the previous per-column / expanded-index code (kept below as the reference), on
 real PFNano jets and on inputs with NaN, infinities, log(0) and unknown categories. The new
@@ -230,6 +231,50 @@ def test_preprocessing_graph_has_one_where_per_input(tmp_path):
     ops = [node.op_type for node in _nodes(onnx.load(str(path)).graph)]
     assert ops.count("Where") == len(transform.groups)
     assert transform.to_torch().state_dict() == {}
+
+
+def test_asinh_formula_follows_torch_asinh():
+    """Within one float32 ulp of 1 below |u| = 1, 1e-6 relative above, within ln 2 beyond
+    the square root's guard; NaN and ±inf as torch.asinh gives them."""
+    from jec_coffea.models.preprocess import ASINH_SQRT_MAX, _asinh
+
+    u = torch.tensor(
+        [0.0, 1e-30, 1e-7, 1e-3, 0.5, 0.999, 1.0, 10.0, 1e3, 1e8, 1e18, 1.7e19]
+    )
+    u = torch.cat([u, -u])
+    got, want = _asinh(u).double(), torch.asinh(u.double())
+    small = u.abs() < 1
+    assert (got[small] - want[small]).abs().max() <= 1.2e-7
+    assert ((got[~small] - want[~small]) / want[~small]).abs().max() <= 1e-6
+    beyond = torch.tensor([2 * ASINH_SQRT_MAX, 1e30, 3e38, -3e38])
+    err = _asinh(beyond).double() - torch.asinh(beyond.double())
+    assert (err.abs() <= math.log(2) + 1e-5).all()
+    special = _asinh(torch.tensor([math.inf, -math.inf, math.nan]))
+    assert special[0] == math.inf
+    assert special[1] == -math.inf
+    assert special[2].isnan()
+
+
+def test_neighbouring_columns_with_one_chain_share_their_operators(tmp_path):
+    """deta and dphi, both arcsinh with different scales, are one run: one Div by the tiled
+    scales and one arcsinh formula (one Sign), no Asinh; numbers as the previous code."""
+    data = make_inputs(np.random.default_rng(11), 300)
+    steps = {
+        "charged": {
+            "deta": [{"type": "arcsinh", "scale": 0.05}],
+            "dphi": [{"type": "arcsinh", "scale": 0.2}],
+        }
+    }
+    transform = Transform.from_spec(
+        SPEC, steps=steps, categorical={"charged": {"pv_assoc_quality": None}}
+    ).fit(data)
+    _assert_same(transform, data)
+    _assert_same(transform, _hostile(data, seed=12))
+    model = tiny_model("deepsets", transform)
+    path = export_onnx(model, transform, SPEC, tmp_path / "runs.onnx", METADATA)
+    ops = [node.op_type for node in _nodes(onnx.load(str(path)).graph)]
+    assert "Asinh" not in ops
+    assert ops.count("Sign") == 1
 
 
 def test_particlenet_flat_gather_equals_expanded_gather(tmp_path):

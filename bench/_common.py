@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from jec_coffea.paths import shared_data_dir
+
 ROOT = Path(__file__).resolve().parents[1]
 """Repository root (``models/`` holds the configurations)."""
 
@@ -33,9 +35,9 @@ CONFIGS: dict[str, Path] = {
 }
 """Shipped model configurations by name."""
 
-SHARED_DATA = Path(os.environ.get("JEC_COFFEA_DATA", ROOT.parent / "shared" / "data"))
-"""The real CMS files: ``$JEC_COFFEA_DATA``, else ``../shared/data`` beside the repository
-(as the tests and ``jec-coffea demo`` find them)."""
+SHARED_DATA = shared_data_dir()
+"""The real CMS files, found as the tests and ``jec-coffea demo`` find them
+(:func:`jec_coffea.paths.shared_data_dir`)."""
 
 DEFAULT_SAMPLES: tuple[Path, ...] = (
     Path("/tmp/sim20k/data.yaml"),

@@ -1,7 +1,8 @@
 """Shared fixtures: the location of ../shared/data and one dask client for the session.
 
 Tests needing the real files take the ``shared_data`` fixture. Its location comes from
-``JEC_COFFEA_DATA`` (default ``../shared/data`` beside the repository). When the folder is
+``JEC_COFFEA_DATA`` (default ``../shared/data`` beside the repository), by the package's
+rule (:func:`jec_coffea.paths.shared_data_dir`). When the folder is
 absent the tests skip with the reason, except under CI (``CI=true``) where that is a failure.
 """
 
@@ -12,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from jec_coffea.paths import shared_data_dir
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _data_dir() -> Path:
-    return Path(
-        os.environ.get("JEC_COFFEA_DATA", REPO.parent / "shared" / "data")
-    ).resolve()
+    return shared_data_dir().resolve()
 
 
 @pytest.fixture(scope="session")

@@ -19,13 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
+from ..paths import shared_data_dir
 from ._pipeline import Step as _Step
 from ._pipeline import write_config
 
@@ -57,8 +57,9 @@ def setup(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data",
         type=Path,
-        default=Path(os.environ.get("JEC_COFFEA_DATA", "../shared/data")),
-        help="folder with the real CMS files (default: $JEC_COFFEA_DATA or ../shared/data)",
+        default=shared_data_dir(),
+        help="folder with the real CMS files (default: $JEC_COFFEA_DATA, else shared/data "
+        "beside the source checkout, else ../shared/data)",
     )
     parser.add_argument("-o", "--output", type=Path, default=Path("demo-output"))
     parser.add_argument(

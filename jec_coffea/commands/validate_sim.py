@@ -8,7 +8,6 @@ Summer19UL17_JRV3_MC PtResolution (AK4PFchs). Exit status 1 if a check fails.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from rich.console import Console
@@ -17,10 +16,9 @@ NAME = "validate-sim"
 
 
 def _default_jec_dir() -> str:
-    base = os.environ.get("JEC_COFFEA_DATA") or str(
-        Path(__file__).resolve().parents[3] / "shared" / "data"
-    )
-    return str(Path(base) / "jec" / "textfiles" / "pocketcoffea")
+    from ..paths import shared_data_dir
+
+    return str(shared_data_dir() / "jec" / "textfiles" / "pocketcoffea")
 
 
 def setup(parser: argparse.ArgumentParser) -> None:

@@ -589,3 +589,41 @@ def test_validate_measures_cms_offset_slope_on_the_same_jets(sim_sample, shared_
     assert ref.value == pytest.approx(ours / cms, rel=2e-3)
     assert "|eta| 1.3-2.5" in ref.detail
     assert "bootstrap" in checks["(c) median R(g) - R(uds), 30-50 GeV"].detail
+
+
+def test_validate_sim_derives_the_l1l2_of_the_sample(sim_sample, shared_data, capsys):
+    """(a) compares the L1L2 derived on the sample with CMS's and (b) is after it; with
+    --no-derive both fall back (median-response table, CMS's L1FastJet), and a standard
+    given by --standard is used as it is."""
+    import re
+
+    from jec_coffea.cli import main
+
+    jec = str(shared_data / "jec" / "textfiles" / "pocketcoffea")
+
+    def checks(*extra):
+        main(["validate-sim", str(sim_sample), "--jec-dir", jec, *extra])
+        out = capsys.readouterr().out
+        return out, dict(re.findall(r"│ (\(a\) [^│]*?) +│ ([-\d.na]+) ", out))
+
+    out, derived = checks()
+    assert "L1L2 derived on the sample" in out
+    assert set(derived) == {
+        "(a) derived L1L2 / CMS L1L2, min",
+        "(a) derived L1L2 / CMS L1L2, max",
+    }
+    assert 0.7 < float(derived["(a) derived L1L2 / CMS L1L2, min"]) <= 1.3
+    out, fallback = checks("--no-derive")
+    assert "no L1L2 derived" in out
+    assert set(fallback) == {
+        "(a) (1/median R) / L1L2, min",
+        "(a) (1/median R) / L1L2, max",
+    }
+    # CMS's own L1L2 as the "derived" one: (a) is 1 in every bin
+    cms = ",".join(
+        f"{jec}/Summer19UL18_V5_MC_{level}_AK4PFchs.jec.txt.gz"
+        for level in ("L1FastJet", "L2Relative")
+    )
+    _, same = checks("--standard", cms)
+    assert float(same["(a) derived L1L2 / CMS L1L2, min"]) == pytest.approx(1.0)
+    assert float(same["(a) derived L1L2 / CMS L1L2, max"]) == pytest.approx(1.0)

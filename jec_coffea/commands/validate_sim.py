@@ -8,6 +8,7 @@ Summer19UL17_JRV3_MC PtResolution (AK4PFchs). Exit status 1 if a check fails.
 from __future__ import annotations
 
 import argparse
+import tempfile
 from pathlib import Path
 
 from rich.console import Console
@@ -21,6 +22,42 @@ def _default_jec_dir() -> str:
     return str(shared_data_dir() / "jec" / "textfiles" / "pocketcoffea")
 
 
+def _standard(console: Console, folder: Path, args: argparse.Namespace, tmp: str):
+    """The L1L2 derived on the sample: --standard, else derived on DIR/data.yaml into
+    ``tmp``, else None."""
+    from ..errors import JecCoffeaError
+    from ..standard import JECStack
+
+    if args.standard:
+        return JECStack.from_spec(args.standard)
+    data = folder / "data.yaml"
+    if args.no_derive or not data.is_file():
+        console.print(
+            "no L1L2 derived on the sample (--no-derive or no data.yaml): (a) compares the "
+            "inverse median response, (b) resolution after CMS's L1FastJet"
+        )
+        return None
+    from ..standard.derive import DerivationConfig, derive_standard, load_jets
+
+    jets, _ = load_jets(data, None)
+    try:
+        result = derive_standard(
+            jets, tmp, DerivationConfig(tag="Sim_V1", weights="unit"), source=str(data)
+        )
+    except (JecCoffeaError, ValueError) as err:  # too few jets to fit, say
+        console.print(
+            f"[yellow]could not derive the L1L2 on {data}: {err}; (a) compares the "
+            "inverse median response, (b) resolution after CMS's L1FastJet"
+        )
+        return None
+    stack = JECStack.from_spec(tmp)
+    console.print(
+        f"L1L2 derived on the sample: {result.n_jets} jets (derive-standard --split all "
+        "--weights unit)"
+    )
+    return stack
+
+
 def setup(parser: argparse.ArgumentParser) -> None:
     """Declare the options."""
     parser.add_argument(
@@ -28,6 +65,19 @@ def setup(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--jec-dir", default=None, help="folder of the CMS JEC/JER text files"
+    )
+    parser.add_argument(
+        "--standard",
+        default=None,
+        metavar="SPEC",
+        help="the L1L2 derived on this sample for checks (a) and (b): a derive-standard "
+        "folder or any JECStack spec (default: derived here when DIR has a data.yaml)",
+    )
+    parser.add_argument(
+        "--no-derive",
+        action="store_true",
+        help="do not derive the L1L2: (a) compares the inverse median response, (b) uses "
+        "CMS's L1FastJet",
     )
 
 
@@ -42,12 +92,19 @@ def run(console: Console, args: argparse.Namespace) -> int:
     files = sorted(str(p) for p in folder.glob("*.root")) if folder.is_dir() else []
     if not files:
         raise InputFileError(str(folder), "no .root files found")
-    rep = validate(files, args.jec_dir or _default_jec_dir())
+    with tempfile.TemporaryDirectory(prefix="validate-sim-") as tmp:
+        standard = _standard(console, folder, args, tmp)
+        rep = validate(files, args.jec_dir or _default_jec_dir(), standard)
     console.width = max(console.width, 150)
     console.print(
         f"{rep.n_jets} gen-matched jets (dR < 0.2), <rho> = {rep.mean_rho:.1f} GeV"
     )
-    t = Table(title="raw response R = pT_raw/pT_gen and resolution vs CMS references")
+    t = Table(
+        title="raw response R = pT_raw/pT_gen and resolution vs CMS references",
+        caption="L1L2: CMS Summer19UL18 at each jet's rho; ours/L1L2: the derived L1L2 over "
+        "CMS's, both at <rho>; core s/m: after "
+        + ("the derived L1L2" if rep.derived else "CMS's L1FastJet (nothing derived)"),
+    )
     cols = [
         "|eta|",
         "pT_gen",
@@ -59,6 +116,7 @@ def run(console: Console, args: argparse.Namespace) -> int:
         "g",
         "L1L2",
         "(1/R)/L1L2",
+        "ours/L1L2",
         "core s/m",
         "JER",
         "ratio",
@@ -69,7 +127,8 @@ def run(console: Console, args: argparse.Namespace) -> int:
         t.add_row(
             r["eta"], r["pt"], str(r["n"]), f"{r['median']:.3f}",
             *(f"{r[f]:.3f}" for f in ("uds", "c", "b", "g")),
-            f"{r['l1l2']:.3f}", f"{r['inv_over_l1l2']:.3f}", f"{r['res']:.3f}", f"{r['jer']:.3f}",
+            f"{r['l1l2']:.3f}", f"{r['inv_over_l1l2']:.3f}", f"{r['ours_over_cms']:.3f}",
+            f"{r['res']:.3f}", f"{r['jer']:.3f}",
             f"{r['res_ratio']:.2f}",
         )  # fmt: skip
     console.print(t)

@@ -269,6 +269,7 @@ def export_onnx(
     proto.producer_version = __version__
     if block is not None and names != ["jet"]:  # jet-level networks: nothing to gain
         proto = optimise(proto, block=block, metadata_key=METADATA_KEY)
+    _strip_build_traces(proto.graph)
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
 
@@ -286,6 +287,25 @@ def export_onnx(
         )
         raise ModelMismatchError(msg)
     return path
+
+
+_BUILD_TRACE_KEYS = frozenset({"pkg.torch.onnx.stack_trace", "pkg.torch.onnx.fx_node"})
+"""Node metadata of the exporter that records the build machine (source paths, FX code):
+a third of a shipped file, of no use to its users. Module names (``namespace``) stay."""
+
+
+def _strip_build_traces(graph: Any) -> None:
+    """Drop :data:`_BUILD_TRACE_KEYS` from every node, subgraphs (the batch loop) included."""
+    import onnx
+
+    for node in graph.node:
+        keep = [p for p in node.metadata_props if p.key not in _BUILD_TRACE_KEYS]
+        if len(keep) != len(node.metadata_props):
+            del node.metadata_props[:]
+            node.metadata_props.extend(keep)
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                _strip_build_traces(attr.g)
 
 
 def _shape(name: str, n_features: Mapping[str, int]) -> list[Any]:

@@ -8,6 +8,7 @@ torch's log correction within 1e-5 at batch sizes 1, 7 and 1000 and constituent 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -118,6 +119,24 @@ def test_onnx_inputs_dynamic_and_single_file(exported):
     assert [o.name for o in graph.output] == [OUTPUT_NAME]
     mlp_inputs = [i.name for i in onnx.load(str(exported["mlp"][0])).graph.input]
     assert mlp_inputs == ["jet"]  # a jet-level model needs no constituent inputs
+
+
+def test_onnx_carries_no_trace_of_the_build_machine(exported):
+    """The exporter's per-node stack traces (source paths) and FX code are dropped, in the
+    batch loop's body too; the module names of the nodes stay."""
+    for arch, (path, _) in exported.items():
+        assert b"stack_trace" not in path.read_bytes(), arch
+        assert (
+            str(Path(__file__).resolve().parents[1]).encode() not in path.read_bytes()
+        )
+    keys = set()
+    for node in onnx.load(str(exported["deepsets"][0])).graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                for inner in attr.g.node:
+                    keys |= {p.key for p in inner.metadata_props}
+    assert "namespace" in keys
+    assert "pkg.torch.onnx.fx_node" not in keys
 
 
 def test_onnx_metadata(exported, transform):

@@ -9,6 +9,7 @@ the canonical detector JSON (:func:`detector_hash`), so a file always says how i
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from importlib import resources
 from pathlib import Path
@@ -270,6 +271,48 @@ class Jets(_Model):
     rho_eta_max: float = Field(gt=0)
 
 
+class NuclearInteractions(_Model):
+    """Hadrons interacting in the tracker material (see :mod:`.material`)."""
+
+    material_eta: list[float] = Field(description="|eta| points of the material budget")
+    material_lambda: list[float] = Field(
+        description="tracker thickness in nuclear interaction lengths there"
+    )
+    tracker_radius_m: float = Field(gt=0, description="outer radius of the tracker")
+    tracker_half_length_m: float = Field(gt=0, description="|z| of the tracker end")
+    em_fraction: float = Field(
+        ge=0, le=1, description="mean energy share of pi0 (photon) secondaries"
+    )
+    multiplicity_log_slope: float = Field(
+        ge=0, description="secondaries: 2 + Poisson(slope * ln(E / 1 GeV))"
+    )
+    pt_rel_mean_gev: float = Field(
+        gt=0, description="mean momentum of a secondary transverse to its parent"
+    )
+    invisible_gev: float = Field(
+        ge=0, description="mean energy left in the nucleus (binding, slow nucleons)"
+    )
+    track_loss_fraction: float = Field(
+        ge=0,
+        le=1,
+        description="an interaction within this fraction of the path loses the track",
+    )
+
+    @model_validator(mode="after")
+    def _material_table(self) -> NuclearInteractions:
+        eta, lam = self.material_eta, self.material_lambda
+        if len(eta) != len(lam) or len(eta) < 2:
+            msg = (
+                f"material_eta ({len(eta)} points) and material_lambda ({len(lam)}) "
+                "need the same length, at least 2"
+            )
+            raise ValueError(msg)
+        if any(b <= a for a, b in itertools.pairwise(eta)) or min(lam) < 0:
+            msg = "material_eta must increase and material_lambda be >= 0"
+            raise ValueError(msg)
+        return self
+
+
 class DetectorConfig(_Model):
     """The whole parametrised detector (see detector.yaml for values and sources)."""
 
@@ -287,6 +330,7 @@ class DetectorConfig(_Model):
     particle_flow: ParticleFlow
     secondary_vertices: SecondaryVertexing
     jets: Jets
+    nuclear_interactions: NuclearInteractions | None = None
 
 
 class SimulationConfig(_Model):
@@ -333,9 +377,17 @@ def default_detector() -> DetectorConfig:
     return load_detector(None)
 
 
+_OPTIONAL_SECTIONS = ("nuclear_interactions",)
+
+
 def detector_hash(detector: DetectorConfig) -> str:
     """SHA-256 (hex) of the canonical JSON of a detector config."""
-    text = json.dumps(detector.model_dump(mode="json"), sort_keys=True)
+    raw = detector.model_dump(mode="json")
+    # sections added later hash as before while they are absent
+    for key in _OPTIONAL_SECTIONS:
+        if raw.get(key) is None:
+            raw.pop(key, None)
+    text = json.dumps(raw, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 

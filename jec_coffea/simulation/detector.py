@@ -32,6 +32,7 @@ import numpy as np
 from .calorimeter import CellGrid
 from .config import DetectorConfig
 from .generator import NEUTRINOS, Particles, _offsets
+from .material import nuclear_interactions
 from .pflow import pf_layer
 from .vertices import Collection, secondary_vertices
 
@@ -175,14 +176,8 @@ def simulate_detector(
     # ---- tracking -------------------------------------------------------------------------
     trk = det.tracking
     aeta = np.abs(eta)
-    eff = np.where(aeta < trk.barrel_eta, trk.efficiency_barrel, trk.efficiency_endcap)
+    eff = _efficiency(trk, pt, aeta)
     charged = visible & (q != 0)
-    if trk.low_pt_turn_on_gev > 0:
-        eff = eff * (
-            1.0
-            - 0.5
-            * np.exp(-np.maximum(pt - trk.pt_min_gev, 0.0) / trk.low_pt_turn_on_gev)
-        )
     in_volume = np.hypot(vx - bs_x, vy - bs_y) < trk.max_prod_radius_cm
     tracked = (
         charged
@@ -192,6 +187,65 @@ def simulate_detector(
         & (rng.random(len(pt)) < eff)
     )
     tracked &= ~_merged_in_core(ev, eta, phi, pt, tracked, trk, rng)
+
+    # ---- nuclear interactions in the tracker material ----------------------------------------
+    # an interacting hadron leaves its energy to secondaries starting at the interaction point;
+    # its own track (if found) stays and PF links it to the calorimeter as before
+    r_prod_m = np.zeros(len(pt))
+    interacted = np.zeros(len(pt), bool)
+    parent_tracked = np.zeros(len(pt), bool)
+    sv_veto = np.zeros(len(pt), bool)
+    if det.nuclear_interactions is not None:
+        hadron = visible & ~np.isin(apdg, (11, 13, 22))
+        sec = nuclear_interactions(
+            det.nuclear_interactions, rng, (px, py, pz, e), (vx, vy, vz), hadron,
+            (bs_x, bs_y),
+        )  # fmt: skip
+        interacted[sec.interacted] = True
+        # too few hits before an early interaction: the hadron's own track is not found
+        tracked[sec.interacted[sec.early]] = False
+        s_pt, s_p, s_eta, s_phi = _kinematics(sec.px, sec.py, sec.pz, sec.e)
+        s_q = charge_of(sec.pdg)
+        s_aeta = np.abs(s_eta)
+        s_visible = s_aeta < 5.0
+        # secondaries of a found track belong to it (PF's nuclear-interaction blocks); those
+        # of a lost one are displaced tracks, found as any other within max_prod_radius_cm
+        s_tracked = (
+            s_visible
+            & (s_q != 0)
+            & ~tracked[sec.parent]
+            & (100.0 * sec.r_m < trk.max_prod_radius_cm)
+            & (s_aeta < trk.eta_max)
+            & (s_pt > trk.pt_min_gev)
+            & (rng.random(len(s_pt)) < _efficiency(trk, s_pt, s_aeta))
+        )
+        n_sec = len(s_pt)
+        parent_tracked = np.concatenate([parent_tracked, tracked[sec.parent]])
+        px, py, pz, e = (
+            np.concatenate([a, b])
+            for a, b in ((px, sec.px), (py, sec.py), (pz, sec.pz), (e, sec.e))
+        )
+        vx, vy, vz = (
+            np.concatenate([a, b])
+            for a, b in ((vx, sec.vx), (vy, sec.vy), (vz, sec.vz))
+        )
+        pdg = np.concatenate([pdg, sec.pdg])
+        ev = np.concatenate([ev, ev[sec.parent]])
+        vtx = np.concatenate([vtx, vtx[sec.parent]])
+        is_pu = vtx >= 0
+        apdg = np.abs(pdg)
+        pt, p, eta, phi = (
+            np.concatenate([a, b])
+            for a, b in ((pt, s_pt), (p, s_p), (eta, s_eta), (phi, s_phi))
+        )
+        q = np.concatenate([q, s_q])
+        aeta = np.abs(eta)
+        visible = np.concatenate([visible, s_visible])
+        charged = np.concatenate([charged, s_visible & (s_q != 0)])
+        tracked = np.concatenate([tracked, s_tracked])
+        r_prod_m = np.concatenate([r_prod_m, sec.r_m])
+        interacted = np.concatenate([interacted, np.zeros(n_sec, bool)])
+        sv_veto = np.concatenate([sv_veto, np.ones(n_sec, bool)])
     it = np.flatnonzero(tracked)
     t_pt, t_eta, t_phi, t_q, t_ev = pt[it], eta[it], phi[it], q[it], ev[it]
     scale = np.where(np.abs(t_eta) < trk.barrel_eta, 1.0, trk.endcap_res_scale)
@@ -279,14 +333,14 @@ def simulate_detector(
     reach_r = np.minimum(
         trk.calo_radius_m, 3.15 / np.maximum(np.abs(np.sinh(eta)), 1e-6)
     )
+    # a secondary of a nuclear interaction starts its helix at the interaction radius
+    reach_r = np.where(r_prod_m > 0, np.maximum(reach_r - r_prod_m, 0.01), reach_r)
     curl = 0.3 * trk.bfield_t * reach_r / (2.0 * np.maximum(pt, 1e-6))
     loops = charged & (curl >= 1.0)
     is_muon_like = apdg == 13
+    reaches = visible & ~loops & ~is_muon_like
     deposits = (
-        visible
-        & ~loops
-        & ~is_muon_like
-        & ~_lost_conversions(apdg, pt, aeta, curl, trk, rng)
+        reaches & ~interacted & ~_lost_conversions(apdg, pt, aeta, curl, trk, rng)
     )
     phi_calo = np.where(charged, _wrap(phi - q * np.arcsin(np.minimum(curl, 1.0))), phi)
     is_em = (apdg == 11) | (apdg == 22)
@@ -297,21 +351,27 @@ def simulate_detector(
         "hf_em": CellGrid.from_config(det.hf_em),
         "hf_had": CellGrid.from_config(det.hf_had),
     }
-    layer_of = {
-        "ecal": deposits & is_em & ~in_hf,
-        "hcal": deposits & ~is_em & ~in_hf,
-        "hf_em": deposits & is_em & in_hf,
-        "hf_had": deposits & ~is_em & in_hf,
-    }
-    # tracks linked to the calorimeters (muons excluded): PF subtracts their expected energy
-    t_reach = deposits[it] & ~is_mu
+
+    def layers(mask):
+        return {
+            "ecal": mask & is_em & ~in_hf,
+            "hcal": mask & ~is_em & ~in_hf,
+            "hf_em": mask & is_em & in_hf,
+            "hf_had": mask & ~is_em & in_hf,
+        }
+
+    layer_of = layers(deposits)
+    # tracks linked to the calorimeters (muons excluded): PF subtracts their expected energy;
+    # the track of a hadron that interacted in the tracker is linked where it points
+    t_linked = (deposits | (reaches & interacted))[it] & ~is_mu
+    track_layer_of = layers(deposits | (reaches & interacted))
     t_e_meas = np.sqrt((t_ptm * np.cosh(t_eta)) ** 2 + t_mass**2)
-    has_track = np.zeros(len(pt), bool)
-    has_track[it[t_reach]] = True
+    has_track = parent_tracked.copy()
+    has_track[it[t_linked]] = True
     neutral_cols = []
     for name, grid in grids.items():
         sel = np.flatnonzero(layer_of[name])
-        tsel = np.flatnonzero(t_reach & layer_of[name][it])
+        tsel = np.flatnonzero(t_linked & track_layer_of[name][it])
         cols = pf_layer(
             det,
             name,
@@ -386,9 +446,21 @@ def simulate_detector(
     # ---- secondary vertices -----------------------------------------------------------------
     svs = secondary_vertices(
         det, rng, n_ev, t_ev, t_ptm, t_eta, t_phi, tx - x_hs[t_ev], ty - y_hs[t_ev], tz,
-        t_vtx, (pv_x - x_hs, pv_y - y_hs, pv_z), (x_hs, y_hs),
+        t_vtx, (pv_x - x_hs, pv_y - y_hs, pv_z), (x_hs, y_hs), veto=sv_veto[it],
     )  # fmt: skip
     return DetectorOutput(cands, svs, pv_x, pv_y, pv_z, npvs)
+
+
+def _efficiency(trk, pt: np.ndarray, aeta: np.ndarray) -> np.ndarray:
+    """Track-finding efficiency of charged pions: barrel/endcap plateau, low-pT turn-on."""
+    eff = np.where(aeta < trk.barrel_eta, trk.efficiency_barrel, trk.efficiency_endcap)
+    if trk.low_pt_turn_on_gev > 0:
+        eff = eff * (
+            1.0
+            - 0.5
+            * np.exp(-np.maximum(pt - trk.pt_min_gev, 0.0) / trk.low_pt_turn_on_gev)
+        )
+    return eff
 
 
 def _lost_conversions(apdg, pt, aeta, curl, trk, rng) -> np.ndarray:

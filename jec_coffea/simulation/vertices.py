@@ -43,9 +43,25 @@ class Collection:
 
 
 def secondary_vertices(
-    det, rng, n_ev, t_ev, t_pt, t_eta, t_phi, tx, ty, tz, t_vtx, pv_rel, hs_xy
+    det,
+    rng,
+    n_ev,
+    t_ev,
+    t_pt,
+    t_eta,
+    t_phi,
+    tx,
+    ty,
+    tz,
+    t_vtx,
+    pv_rel,
+    hs_xy,
+    veto=None,
 ) -> Collection:
     """Inclusive SVs: displaced hard-scatter tracks grouped by their decay vertex.
+
+    ``veto`` marks tracks that never enter the vertex finder (secondaries of nuclear
+    interactions: the inclusive vertex finder rejects vertices on the tracker material).
 
     ``tx, ty`` are track production points relative to the true hard-scatter vertex in the
     transverse plane, ``pv_rel`` the reconstructed PV (x, y relative to that vertex, z
@@ -55,6 +71,8 @@ def secondary_vertices(
     pv_x, pv_y, pv_z = pv_rel
     r = np.hypot(tx, ty)
     sel = (t_vtx < 0) & (r > 1e-4) & (t_pt > cfg.track_pt_min_gev)
+    if veto is not None:
+        sel &= ~veto
     idx = np.flatnonzero(sel)
     if len(idx) == 0:
         return Collection(_empty_sv(), np.zeros(n_ev + 1, np.int64))

@@ -627,3 +627,22 @@ def test_validate_sim_derives_the_l1l2_of_the_sample(sim_sample, shared_data, ca
     _, same = checks("--standard", cms)
     assert float(same["(a) derived L1L2 / CMS L1L2, min"]) == pytest.approx(1.0)
     assert float(same["(a) derived L1L2 / CMS L1L2, max"]) == pytest.approx(1.0)
+
+
+def test_offset_slope_needs_pileup():
+    """(d) on a sample without pile-up is 'not measured' (NaN), not a crash or a number
+    fitted to noise; with pile-up it recovers the slope of the offset in rho*A."""
+    from jec_coffea.simulation.validation import _offset_slope
+
+    rng = np.random.default_rng(4)
+    n = 5_000
+    pt_gen = rng.uniform(30, 100, n)
+    area = rng.normal(0.5, 0.02, n)
+    aeta = rng.uniform(0, 2.4, n)
+    for rho, expect_nan in ((rng.normal(1.0, 0.2, n), True), (np.full(n, 0.0), True)):
+        jets = {"rho": rho, "area": area, "pt_gen": pt_gen, "pt_raw": pt_gen * 0.95}
+        assert np.isnan(_offset_slope(jets, aeta)) == expect_nan
+    rho = rng.uniform(5, 60, n)
+    pt_raw = pt_gen + 0.45 * rho * area + rng.normal(0, 1.0, n)
+    jets = {"rho": rho, "area": area, "pt_gen": pt_gen, "pt_raw": pt_raw}
+    assert _offset_slope(jets, aeta) == pytest.approx(0.45, abs=0.03)

@@ -209,7 +209,8 @@ def simulate_detector(
         s_aeta = np.abs(s_eta)
         s_visible = s_aeta < 5.0
         # secondaries of a found track belong to it (PF's nuclear-interaction blocks); those
-        # of a lost one are displaced tracks, found as any other within max_prod_radius_cm
+        # of a lost one are displaced tracks, found less often the farther out they start:
+        # the efficiency falls linearly to zero at max_prod_radius_cm [TRK sec. 5.1]
         s_tracked = (
             s_visible
             & (s_q != 0)
@@ -217,7 +218,11 @@ def simulate_detector(
             & (100.0 * sec.r_m < trk.max_prod_radius_cm)
             & (s_aeta < trk.eta_max)
             & (s_pt > trk.pt_min_gev)
-            & (rng.random(len(s_pt)) < _efficiency(trk, s_pt, s_aeta))
+            & (
+                rng.random(len(s_pt))
+                < _efficiency(trk, s_pt, s_aeta)
+                * (1.0 - 100.0 * sec.r_m / trk.max_prod_radius_cm)
+            )
         )
         n_sec = len(s_pt)
         parent_tracked = np.concatenate([parent_tracked, tracked[sec.parent]])

@@ -350,6 +350,10 @@ def _bootstrap_median_diff(a: np.ndarray, b: np.ndarray, n_boot: int = 200) -> f
     return float(np.std(np.median(a[ia], axis=1) - np.median(b[ib], axis=1), ddof=1))
 
 
+MIN_RHO_AREA_SPAN = 1.0
+"""GeV of rho*A between the lowest and highest rho quintile needed to measure (d)."""
+
+
 def _offset_slope(j: dict[str, np.ndarray], aeta: np.ndarray) -> float:
     """Slope of median(pT_raw - pT_gen) vs median(rho*A) across rho quintiles (30-100 GeV)."""
     s = (aeta < 2.5) & (j["pt_gen"] >= 30) & (j["pt_gen"] < 100)
@@ -358,6 +362,9 @@ def _offset_slope(j: dict[str, np.ndarray], aeta: np.ndarray) -> float:
     rho = j["rho"][s]
     q = np.quantile(rho, np.linspace(0, 1, 6))
     b = np.clip(np.searchsorted(q, rho, side="right") - 1, 0, 4)
-    x = np.array([np.median((rho * j["area"][s])[b == k]) for k in range(5)])
-    y = np.array([np.median((j["pt_raw"] - j["pt_gen"])[s][b == k]) for k in range(5)])
+    filled = [k for k in range(5) if np.any(b == k)]
+    x = np.array([np.median((rho * j["area"][s])[b == k]) for k in filled])
+    y = np.array([np.median((j["pt_raw"] - j["pt_gen"])[s][b == k]) for k in filled])
+    if len(x) < 2 or np.ptp(x) < MIN_RHO_AREA_SPAN:
+        return np.nan  # no pile-up: rho*A hardly varies, no slope to measure
     return float(np.polyfit(x, y, 1)[0])

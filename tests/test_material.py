@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -135,3 +137,49 @@ def test_bad_material_table_names_the_key(tmp_path, change, message):
         load_detector(path)
     assert message in str(err.value)
     assert str(path) in str(err.value)
+
+
+EXAMPLE = (
+    Path(__file__).resolve().parents[1] / "examples/detector_nuclear_interactions.yaml"
+)
+
+
+def test_example_detector_is_v1_plus_nuclear_interactions():
+    from jec_coffea.simulation import load_detector
+
+    v1, ni = default_detector().model_dump(), load_detector(EXAMPLE).model_dump()
+    assert ni["nuclear_interactions"] == NI.model_dump()
+    # the track-finding plateau no longer includes the interactions
+    assert ni["tracking"].pop("efficiency_barrel") == 0.96
+    assert ni["tracking"].pop("efficiency_endcap") == 0.95
+    for key in ("efficiency_barrel", "efficiency_endcap"):
+        v1["tracking"].pop(key)
+    for raw in (v1, ni):
+        raw.pop("name")
+        raw.pop("nuclear_interactions")
+    assert ni == v1
+
+
+def test_simulation_with_nuclear_interactions_runs_and_keeps_the_contract():
+    pytest.importorskip("pythia8mc")
+    pytest.importorskip("fastjet")
+    import awkward as ak
+
+    from jec_coffea.simulation import SimulationConfig, load_detector, parse_pileup
+    from jec_coffea.simulation.generator import MinBiasLibrary
+    from jec_coffea.simulation.pipeline import EventSimulator
+
+    pileup = parse_pileup("fixed:5", library_size=100)
+    runs = {}
+    for name, det in (("v1", default_detector()), ("ni", load_detector(EXAMPLE))):
+        cfg = SimulationConfig(detector=det, pileup=pileup)
+        lib = MinBiasLibrary.load_or_generate(cfg.generator, cfg.pileup, 11)
+        runs[name], _ = EventSimulator(cfg, 11, 0, lib).run(12)
+    v1, ni = runs["v1"], runs["ni"]
+    # same generated events, a different detector response
+    assert ak.to_list(v1["GenJet"].pt) == ak.to_list(ni["GenJet"].pt)
+    assert ak.to_list(v1["PFCands"].pt) != ak.to_list(ni["PFCands"].pt)
+    pdg = set(np.abs(ak.to_numpy(ak.flatten(ni["PFCands"].pdgId))).tolist())
+    assert pdg <= {211, 130, 22, 11, 13, 1, 2}
+    # material vertices never become b-tagging SVs
+    assert ak.sum(ak.num(ni["SV"])) <= ak.sum(ak.num(v1["SV"])) + 2

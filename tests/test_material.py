@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -183,3 +184,18 @@ def test_simulation_with_nuclear_interactions_runs_and_keeps_the_contract():
     assert pdg <= {211, 130, 22, 11, 13, 1, 2}
     # material vertices never become b-tagging SVs
     assert ak.sum(ak.num(ni["SV"])) <= ak.sum(ak.num(v1["SV"])) + 2
+
+
+def test_packaged_detector_is_the_one_the_shipped_models_were_trained_on():
+    """The packaged detector stays frozen: its hash is the one in every shipped model."""
+    onnx = pytest.importorskip("onnx")
+    from importlib import resources
+
+    want = detector_hash(default_detector())
+    folder = resources.files("jec_coffea") / "shipped_models"
+    for name in ("deepsets", "particlenet", "mlp_nanoaod"):
+        model = onnx.load(str(folder / f"{name}.onnx"), load_external_data=False)
+        meta = json.loads(
+            next(p.value for p in model.metadata_props if p.key == "jec_coffea")
+        )
+        assert meta["detector_config_hash"] == want, name

@@ -646,3 +646,28 @@ def test_offset_slope_needs_pileup():
     pt_raw = pt_gen + 0.45 * rho * area + rng.normal(0, 1.0, n)
     jets = {"rho": rho, "area": area, "pt_gen": pt_gen, "pt_raw": pt_raw}
     assert _offset_slope(jets, aeta) == pytest.approx(0.45, abs=0.03)
+
+
+def test_band_noise_and_threshold_override_the_calorimeter():
+    """A band may carry its own noise and threshold (EE is noisier than EB); unset, the
+    calorimeter's apply and the detector hashes as before."""
+    from jec_coffea.simulation.calorimeter import cell_noise
+
+    det = default_detector()
+    raw = det.model_dump()
+    raw["ecal"]["regions"][1].update(noise_gev=0.2, threshold_gev=0.6)
+    ee = load_detector_from(raw)
+    grid = CellGrid.from_config(ee.ecal)
+    cells = grid.cell(np.array([0.5, -1.2, 1.8, -2.7]), np.array([0.1, 2.0, -3.0, 0.4]))
+    noise, threshold = cell_noise(ee.ecal, grid, cells)
+    np.testing.assert_allclose(noise, [0.04, 0.04, 0.2, 0.2])
+    np.testing.assert_allclose(threshold, [0.12, 0.12, 0.6, 0.6])
+    assert detector_hash(ee) != detector_hash(det)
+    raw["ecal"]["regions"][1].update(noise_gev=None, threshold_gev=None)
+    assert detector_hash(load_detector_from(raw)) == detector_hash(det)
+
+
+def load_detector_from(raw):
+    from jec_coffea.simulation.config import DetectorConfig
+
+    return DetectorConfig.model_validate(raw)

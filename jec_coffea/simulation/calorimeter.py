@@ -94,6 +94,23 @@ class CellGrid:
         return eta, phi
 
 
+def cell_noise(
+    calo: Calorimeter, grid: CellGrid, cell: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Noise and threshold [GeV] of each cell: its band's, else the calorimeter's."""
+    noise = np.array(
+        [calo.noise_gev if r.noise_gev is None else r.noise_gev for r in calo.regions]
+    )
+    threshold = np.array(
+        [
+            calo.threshold_gev if r.threshold_gev is None else r.threshold_gev
+            for r in calo.regions
+        ]
+    )
+    band = np.clip(np.searchsorted(grid.first, cell, side="right") - 1, 0, None)
+    return noise[band], threshold[band]
+
+
 def resolution(calo: Calorimeter, energy: np.ndarray) -> np.ndarray:
     """Absolute energy resolution sigma(E) [GeV] (stochastic, constant and noise terms)."""
     e = np.maximum(energy, 1e-6)

@@ -136,6 +136,16 @@ class CaloRegion(_Model):
     eta_max: float = Field(gt=0, description="upper |eta| edge of the band")
     deta: float = Field(gt=0, description="cell size in eta")
     nphi: int = Field(gt=0, description="cells in phi")
+    noise_gev: float | None = Field(
+        None,
+        ge=0,
+        description="noise per cell in this band (default: the calorimeter's)",
+    )
+    threshold_gev: float | None = Field(
+        None,
+        ge=0,
+        description="cell threshold in this band (default: the calorimeter's)",
+    )
 
 
 class Calorimeter(_Model):
@@ -377,16 +387,25 @@ def default_detector() -> DetectorConfig:
     return load_detector(None)
 
 
-_OPTIONAL_SECTIONS = ("nuclear_interactions",)
+_OPTIONAL_KEYS = frozenset({"nuclear_interactions", "noise_gev", "threshold_gev"})
+"""Keys added after v1: while unset (None) they are left out, so v1 hashes as before."""
+
+
+def _drop_unset_options(node):
+    if isinstance(node, dict):
+        return {
+            k: _drop_unset_options(v)
+            for k, v in node.items()
+            if not (k in _OPTIONAL_KEYS and v is None)
+        }
+    if isinstance(node, list):
+        return [_drop_unset_options(v) for v in node]
+    return node
 
 
 def detector_hash(detector: DetectorConfig) -> str:
     """SHA-256 (hex) of the canonical JSON of a detector config."""
-    raw = detector.model_dump(mode="json")
-    # sections added later hash as before while they are absent
-    for key in _OPTIONAL_SECTIONS:
-        if raw.get(key) is None:
-            raw.pop(key, None)
+    raw = _drop_unset_options(detector.model_dump(mode="json"))
     text = json.dumps(raw, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 

@@ -26,6 +26,7 @@ from scipy.special import ndtr
 
 from .calorimeter import (
     CellGrid,
+    cell_noise,
     hadron_response,
     invert_hadron_response,
     resolution,
@@ -264,8 +265,14 @@ def pf_layer(det: DetectorConfig, name: str, grid: CellGrid, rng, deposits, trac
         ],
         grid.n_cells,
     )
-    e_meas = e_meas + calo.noise_gev * rng.standard_normal(len(e_meas))
-    e_meas = np.where(e_meas > calo.threshold_gev, e_meas, 0.0)
+    if any(
+        r.noise_gev is not None or r.threshold_gev is not None for r in calo.regions
+    ):
+        noise, threshold = cell_noise(calo, grid, tcl)
+    else:
+        noise, threshold = calo.noise_gev, calo.threshold_gev
+    e_meas = e_meas + noise * rng.standard_normal(len(e_meas))
+    e_meas = np.where(e_meas > threshold, e_meas, 0.0)
     if em_layer:
         e_cal = e_meas / det.em_response
     elif pf.hadron_calibration == "full":

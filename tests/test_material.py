@@ -145,7 +145,7 @@ EXAMPLE = (
 )
 
 
-def test_example_detector_is_v1_plus_nuclear_interactions():
+def test_example_detector_is_v1_plus_nuclear_interactions_and_endcap_noise():
     from jec_coffea.simulation import load_detector
 
     v1, ni = default_detector().model_dump(), load_detector(EXAMPLE).model_dump()
@@ -155,6 +155,12 @@ def test_example_detector_is_v1_plus_nuclear_interactions():
     assert ni["tracking"].pop("efficiency_endcap") == 0.95
     for key in ("efficiency_barrel", "efficiency_endcap"):
         v1["tracking"].pop(key)
+    # the ECAL endcap is noisier than the barrel (150 MeV per crystal, ~2 per cell)
+    ee = ni["ecal"]["regions"][1]
+    assert (ee.pop("noise_gev"), ee.pop("threshold_gev")) == (0.2, 0.6)
+    for region in v1["ecal"]["regions"] + ni["ecal"]["regions"]:
+        for key in ("noise_gev", "threshold_gev"):
+            assert region.pop(key, None) is None
     for raw in (v1, ni):
         raw.pop("name")
         raw.pop("nuclear_interactions")

@@ -145,7 +145,7 @@ EXAMPLE = (
 )
 
 
-def test_example_detector_is_v1_plus_nuclear_interactions_and_endcap_noise():
+def test_example_detector_is_v1_plus_interactions_endcap_noise_and_photon_blocks():
     from jec_coffea.simulation import load_detector
 
     v1, ni = default_detector().model_dump(), load_detector(EXAMPLE).model_dump()
@@ -161,6 +161,9 @@ def test_example_detector_is_v1_plus_nuclear_interactions_and_endcap_noise():
     for region in v1["ecal"]["regions"] + ni["ecal"]["regions"]:
         for key in ("noise_gev", "threshold_gev"):
             assert region.pop(key, None) is None
+    # photons join the PF blocks of charged hadrons
+    assert ni["particle_flow"].pop("photons_in_hadron_blocks") is True
+    assert v1["particle_flow"].pop("photons_in_hadron_blocks") is None
     for raw in (v1, ni):
         raw.pop("name")
         raw.pop("nuclear_interactions")

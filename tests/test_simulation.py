@@ -671,3 +671,37 @@ def load_detector_from(raw):
     from jec_coffea.simulation.config import DetectorConfig
 
     return DetectorConfig.model_validate(raw)
+
+
+def test_photons_join_the_pf_blocks_of_charged_hadrons():
+    """CMS PF: in a block with tracks the calorimeter excess goes to photons first, then to
+    a neutral hadron; photons within the tracks' calorimeter resolution are absorbed."""
+    from jec_coffea.simulation.pflow import _photons_in_blocks
+
+    det = default_detector()
+    pf = det.particle_flow.model_copy(update={"neutral_excess_nsigma": 1.0})
+    grid = CellGrid.from_config(det.hcal)
+    cells = np.sort(grid.cell(np.array([0.1, 0.5, 0.9, 1.2]), np.zeros(4)))
+    tev, tcl = np.zeros(4, np.int64), cells
+    unit = np.arange(4)  # one cluster per cell
+    u_trk = np.array([10.0, 10.0, 10.0, 0.0])  # the last block has no track
+    excess = np.array([-2.0, 3.0, -1.0, 4.0])  # HCAL (calibrated) minus tracks
+    sig = np.array([2.7, 2.7, 2.7, 0.0])
+    eta, phi = grid.centre(cells)
+    lost_eta, lost_phi = grid.centre(grid.cell(np.array([2.0]), np.array([1.0])))
+    photons = {
+        "event": np.zeros(5, np.int64),
+        "e": np.array([1.5, 4.0, 6.0, 2.0, 3.0]),
+        "eta": np.concatenate([eta, lost_eta]),
+        "phi": np.concatenate([phi, lost_phi]),
+    }
+    keep, hadron, left = _photons_in_blocks(
+        photons, grid, tev, tcl, unit, 4, u_trk, excess, sig, pf
+    )
+    # block 0: -2 + 1.5 < 2.7: the photon is absorbed; block 1: 7 > 2.7, the photon keeps
+    # its 4 GeV and a 3 GeV neutral hadron takes the rest; block 2: 5 GeV of excess all go
+    # to the photon (scaled from 6); block 3 has no track and a photon outside any cluster
+    # stays as it was
+    np.testing.assert_allclose(left["e"], [4.0, 5.0, 2.0, 3.0])
+    assert keep.tolist() == [False, True, False, True]
+    np.testing.assert_allclose(hadron[[1, 3]], [3.0, 4.0])

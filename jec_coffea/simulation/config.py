@@ -255,6 +255,11 @@ class ParticleFlow(_Model):
     calibration_ref_gev: float = Field(gt=0, description="reference energy of 'linear'")
     photon_min_gev: float = Field(ge=0)
     neutral_hadron_min_gev: float = Field(ge=0)
+    photons_in_hadron_blocks: bool | None = Field(
+        None,
+        description="ECAL clusters inside an HCAL cluster with tracks join its PF block: "
+        "the block's excess goes to photons first, then to a neutral hadron",
+    )
 
 
 class SecondaryVertexing(_Model):
@@ -387,7 +392,9 @@ def default_detector() -> DetectorConfig:
     return load_detector(None)
 
 
-_OPTIONAL_KEYS = frozenset({"nuclear_interactions", "noise_gev", "threshold_gev"})
+_OPTIONAL_KEYS = frozenset(
+    {"nuclear_interactions", "noise_gev", "threshold_gev", "photons_in_hadron_blocks"}
+)
 """Keys added after v1: while unset (None) they are left out, so v1 hashes as before."""
 
 

@@ -374,9 +374,15 @@ def simulate_detector(
     has_track = parent_tracked.copy()
     has_track[it[t_linked]] = True
     neutral_cols = []
+    ecal_cols = None  # the ECAL's photons join the HCAL's PF blocks when configured
     for name, grid in grids.items():
         sel = np.flatnonzero(layer_of[name])
         tsel = np.flatnonzero(t_linked & track_layer_of[name][it])
+        join = (
+            name == "hcal"
+            and det.particle_flow.photons_in_hadron_blocks
+            and ecal_cols is not None
+        )
         cols = pf_layer(
             det,
             name,
@@ -384,9 +390,17 @@ def simulate_detector(
             rng,
             (ev[sel], e[sel], eta[sel], phi_calo[sel], is_pu[sel], has_track[sel]),
             (t_ev[tsel], t_e_meas[tsel], t_eta[tsel], phi_calo[it[tsel]]),
+            photons=ecal_cols if join else None,
         )
+        if name == "ecal":
+            ecal_cols = cols
+            continue
+        if join and cols is not None:
+            ecal_cols = cols.pop("photons")
         if cols is not None:
             neutral_cols.append(cols)
+    if ecal_cols is not None:
+        neutral_cols.insert(0, ecal_cols)
 
     # ---- assemble PF candidates -------------------------------------------------------------
     n_e = (

@@ -195,7 +195,15 @@ def pf_clusters(
     return labels
 
 
-def pf_layer(det: DetectorConfig, name: str, grid: CellGrid, rng, deposits, tracks):
+def pf_layer(
+    det: DetectorConfig,
+    name: str,
+    grid: CellGrid,
+    rng,
+    deposits,
+    tracks,
+    photons: dict | None = None,
+):
     """Cells (or clusters) of one calorimeter and the neutral PF candidates they leave.
 
     Parameters
@@ -205,6 +213,15 @@ def pf_layer(det: DetectorConfig, name: str, grid: CellGrid, rng, deposits, trac
         the layer (``has_track``: the particle's own track is linked to this layer).
     tracks
         ``(event, expected energy [GeV], eta, phi)`` of the tracks linked to the layer.
+
+    photons
+        Photon candidates of the ECAL (the dict this function returns for it) to join the
+        PF blocks of this (hadron) layer: each is assigned to the cluster of the cell it
+        points at. In a block with tracks the excess of the calibrated calorimeter energy
+        (HCAL plus the photons') over the tracks goes to the photons first, scaled down to
+        it, and the rest to a neutral hadron; below ``neutral_excess_nsigma`` of the
+        tracks' calorimeter resolution the photons are absorbed by the charged hadrons, as
+        CMS PF does [PF sec. 4.5]. They come back, updated, as ``result["photons"]``.
 
     Returns
     -------
@@ -320,7 +337,12 @@ def pf_layer(det: DetectorConfig, name: str, grid: CellGrid, rng, deposits, trac
     excess = u_cal - u_trk
     min_e = pf.photon_min_gev if em_layer else pf.neutral_hadron_min_gev
     keep = (excess > pf.neutral_excess_nsigma * sig_exp) & (excess > min_e)
-    return {
+    updated = None
+    if photons is not None:
+        keep, excess, updated = _photons_in_blocks(
+            photons, grid, tev, tcl, unit, n_units, u_trk, excess, sig_exp, pf
+        )
+    out = {
         "event": u_ev[keep],
         "e": excess[keep],
         "eta": u_eta[keep],
@@ -328,3 +350,41 @@ def pf_layer(det: DetectorConfig, name: str, grid: CellGrid, rng, deposits, trac
         "pdgId": np.full(int(keep.sum()), PF_ID[name], np.int32),
         "pu_frac": pu_frac[keep],
     }
+    if updated is not None:
+        out["photons"] = updated
+    return out
+
+
+def _photons_in_blocks(photons, grid, tev, tcl, unit, n_units, u_trk, excess, sig, pf):
+    """Photons joining the hadron PF blocks (see :func:`pf_layer`).
+
+    Returns the neutral-hadron selection and energies of the blocks and the photons left.
+    """
+    p_cell = grid.cell(photons["eta"], photons["phi"])
+    key = tev.astype(np.int64) * grid.n_cells + tcl
+    p_key = photons["event"].astype(np.int64) * grid.n_cells + p_cell
+    pos = np.clip(np.searchsorted(key, p_key), 0, max(len(key) - 1, 0))
+    found = (p_cell >= 0) & (len(key) > 0)
+    found &= key[pos] == p_key if len(key) else found
+    p_unit = np.where(found, unit[pos] if len(key) else -1, -1)
+    in_block = p_unit >= 0
+    in_block[in_block] = u_trk[p_unit[in_block]] > 0
+    u_ecal = np.bincount(p_unit[in_block], photons["e"][in_block], minlength=n_units)
+    total = excess + u_ecal
+    blocked = (u_trk > 0) & (u_ecal > 0)
+    significant = total > pf.neutral_excess_nsigma * sig
+    # photons take the excess first (scaled down to it), the neutral hadron the rest
+    scale = np.where(
+        blocked & significant, np.clip(total / np.maximum(u_ecal, 1e-12), 0.0, 1.0), 0.0
+    )
+    p_scale = np.ones(len(p_unit))
+    p_scale[in_block] = scale[p_unit[in_block]]
+    e_new = photons["e"] * p_scale
+    kept = e_new > pf.photon_min_gev
+    updated = {k: v[kept] for k, v in photons.items()}
+    updated["e"] = e_new[kept]
+    hadron = np.where(blocked, total - u_ecal, excess)
+    keep = np.where(blocked, significant, excess > pf.neutral_excess_nsigma * sig) & (
+        hadron > pf.neutral_hadron_min_gev
+    )
+    return keep, hadron, updated

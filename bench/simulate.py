@@ -9,7 +9,8 @@ Prints, in one run and on one core:
 * their ratio.
 
 CPU time (``time.process_time``) is used so that a loaded machine does not distort the rate;
-wall time is printed too. Usage: ``python bench/simulate.py [--events 400] [--pileup flat:0-70]``.
+wall time is printed too. Usage: ``python bench/simulate.py [--events 400] [--pileup flat:0-70]
+[--config DETECTOR.yaml]`` (default: the packaged detector).
 """
 
 from __future__ import annotations
@@ -22,7 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from jec_coffea.simulation import SimulationConfig, default_detector, parse_pileup
+from jec_coffea.simulation import (
+    SimulationConfig,
+    default_detector,
+    load_detector,
+    parse_pileup,
+)
 from jec_coffea.simulation.generator import HardScatterGenerator, MinBiasLibrary
 from jec_coffea.simulation.pipeline import STAGES, EventSimulator
 from jec_coffea.simulation.writer import PFNanoWriter
@@ -80,9 +86,13 @@ def main() -> None:
     parser.add_argument("--library-size", type=int, default=None)
     parser.add_argument("--batch", type=int, default=200)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--config", default=None, help="detector YAML (default: the packaged one)"
+    )
     args = parser.parse_args()
+    detector = load_detector(args.config) if args.config else default_detector()
     config = SimulationConfig(
-        detector=default_detector(),
+        detector=detector,
         pileup=parse_pileup(args.pileup, library_size=args.library_size),
     )
     res = full(config, args.events, args.seed, args.batch)
@@ -90,6 +100,7 @@ def main() -> None:
     bare_cpu, bare_wall = bare_pythia(config, args.bare_events, args.seed + 100)
     full_rate = res["target_jets"] / res["cpu"]
     bare_rate = jets_per_event / bare_cpu
+    print(f"detector {detector.name}")
     print(
         f"pile-up {args.pileup}, {res['events']} events, {res['target_jets']} target jets "
         f"({jets_per_event:.2f} per event), library reuse factor {res['reuse']:.1f}"

@@ -61,6 +61,12 @@ def charge_of(pdg: np.ndarray) -> np.ndarray:
     pdg = np.asarray(pdg)
     if len(pdg) == 0:
         return np.zeros(0)
+    # hot path (a batch holds millions of particles of a few dozen species): one gather
+    # from a dense table of the ids met so far
+    if np.abs(pdg).max() < _DENSE_MAX:
+        q = _dense_charges()[pdg + _DENSE_MAX]
+        if not np.isnan(q).any():
+            return q
     ids, charges = _charge_table()
     pos = np.clip(np.searchsorted(ids, pdg), 0, len(ids) - 1)
     known = ids[pos] == pdg if len(ids) else np.zeros(len(pdg), bool)
@@ -73,6 +79,23 @@ def charge_of(pdg: np.ndarray) -> np.ndarray:
         ids, charges = _charge_table()
         pos = np.searchsorted(ids, pdg)
     return charges[pos]
+
+
+_DENSE_MAX = 10_000
+_DENSE: dict[int, np.ndarray] = {}
+
+
+def _dense_charges() -> np.ndarray:
+    """Charges of the cached ids below ``_DENSE_MAX`` in |id|, indexed by id + _DENSE_MAX."""
+    n = len(_CHARGE_CACHE)
+    if n not in _DENSE:
+        table = np.full(2 * _DENSE_MAX + 1, np.nan)
+        for i, c in _CHARGE_CACHE.items():
+            if abs(i) < _DENSE_MAX:
+                table[i + _DENSE_MAX] = c
+        _DENSE.clear()
+        _DENSE[n] = table
+    return _DENSE[n]
 
 
 def _charge_table() -> tuple[np.ndarray, np.ndarray]:

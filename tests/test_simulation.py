@@ -705,3 +705,15 @@ def test_photons_join_the_pf_blocks_of_charged_hadrons():
     np.testing.assert_allclose(left["e"], [4.0, 5.0, 2.0, 3.0])
     assert keep.tolist() == [False, True, False, True]
     np.testing.assert_allclose(hadron[[1, 3]], [3.0, 4.0])
+
+
+def test_charge_lookup_learns_new_ids_and_agrees_with_pythia():
+    """The dense-table fast path and the learning path give Pythia's charges."""
+    from jec_coffea.simulation.detector import charge_of
+
+    first = np.array([211, -211, 22, 2212, -2112, 130, 11, -13, 321])
+    np.testing.assert_array_equal(charge_of(first), [1, -1, 0, 1, 0, 0, -1, 1, 1])
+    # ids met for the first time (Omega-, anti-Xi+, a deuteron beyond the dense table)
+    mixed = np.array([3334, 211, -3312, 1000010020, 22])
+    np.testing.assert_array_equal(charge_of(mixed), [-1, 1, 1, 1, 0])
+    np.testing.assert_array_equal(charge_of(mixed[[0, 2, 4]]), [-1, 1, 0])

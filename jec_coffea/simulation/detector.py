@@ -233,7 +233,7 @@ def simulate_detector(
         s_visible = s_aeta < 5.0
         # secondaries of a found track belong to it (PF's nuclear-interaction blocks); those
         # of a lost one are displaced tracks, found less often the farther out they start:
-        # the efficiency falls linearly to zero at max_prod_radius_cm [TRK sec. 5.1]
+        # the efficiency falls linearly to zero at max_prod_radius_cm [TRK]
         s_tracked = (
             s_visible
             & (s_q != 0)

@@ -221,7 +221,7 @@ def pf_layer(
         (HCAL plus the photons') over the tracks goes to the photons first, scaled down to
         it, and the rest to a neutral hadron; below ``neutral_excess_nsigma`` of the
         tracks' calorimeter resolution the photons are absorbed by the charged hadrons, as
-        CMS PF does [PF sec. 4.5]. They come back, updated, as ``result["photons"]``.
+        CMS PF does [PF, hadron and photon reconstruction]. They come back, updated, as ``result["photons"]``.
 
     Returns
     -------

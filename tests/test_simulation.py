@@ -717,3 +717,39 @@ def test_charge_lookup_learns_new_ids_and_agrees_with_pythia():
     mixed = np.array([3334, 211, -3312, 1000010020, 22])
     np.testing.assert_array_equal(charge_of(mixed), [-1, 1, 1, 1, 0])
     np.testing.assert_array_equal(charge_of(mixed[[0, 2, 4]]), [-1, 1, 0])
+
+
+def test_validate_sim_fine_eta_map(sim_sample, shared_data, capsys, monkeypatch):
+    """--fine-eta adds the (b) ratio in 8 |eta| x 3 pT bins; sparse cells stay empty."""
+    from jec_coffea.simulation import validation
+    from jec_coffea.simulation.validation import (
+        FINE_ETA_EDGES,
+        FINE_ETA_PT_BINS,
+        validate,
+    )
+
+    # the 1,000-jet test sample is thin in these bins: accept cells of 10 jets here
+    monkeypatch.setattr(validation, "MIN_FINE_JETS", 10)
+    MIN_FINE_JETS = 10
+    jec = shared_data / "jec" / "textfiles" / "pocketcoffea"
+    rep = validate(_files(sim_sample), jec, fine_eta=True)
+    rows = rep.fine_eta_table
+    assert len(rows) == (len(FINE_ETA_EDGES) - 1) * len(FINE_ETA_PT_BINS)
+    filled = [r for r in rows if r["n"] >= MIN_FINE_JETS and np.isfinite(r["res"])]
+    assert filled
+    for r in filled:
+        assert r["ratio"] == pytest.approx(r["res"] / r["jer"])
+        assert 0.02 < r["res"] < 0.5
+    assert all(np.isnan(r["ratio"]) for r in rows if r["n"] < MIN_FINE_JETS)
+    assert not validate(_files(sim_sample), jec).fine_eta_table
+    main(
+        [
+            "validate-sim",
+            str(sim_sample),
+            "--fine-eta",
+            "--no-derive",
+            "--jec-dir",
+            str(jec),
+        ]
+    )
+    assert "core resolution / JER in fine |eta| bins" in capsys.readouterr().out

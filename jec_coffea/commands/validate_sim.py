@@ -74,6 +74,11 @@ def setup(parser: argparse.ArgumentParser) -> None:
         "folder or any JECStack spec (default: derived here when DIR has a data.yaml)",
     )
     parser.add_argument(
+        "--fine-eta",
+        action="store_true",
+        help="also print the core resolution / JER in 8 |eta| bins x 3 pT bins",
+    )
+    parser.add_argument(
         "--no-derive",
         action="store_true",
         help="do not derive the L1L2: (a) compares the inverse median response, (b) uses "
@@ -94,7 +99,12 @@ def run(console: Console, args: argparse.Namespace) -> int:
         raise InputFileError(str(folder), "no .root files found")
     with tempfile.TemporaryDirectory(prefix="validate-sim-") as tmp:
         standard = _standard(console, folder, args, tmp)
-        rep = validate(files, args.jec_dir or _default_jec_dir(), standard)
+        rep = validate(
+            files,
+            args.jec_dir or _default_jec_dir(),
+            standard,
+            fine_eta=args.fine_eta,
+        )
     console.width = max(console.width, 150)
     console.print(
         f"{rep.n_jets} gen-matched jets (dR < 0.2), <rho> = {rep.mean_rho:.1f} GeV"
@@ -132,6 +142,8 @@ def run(console: Console, args: argparse.Namespace) -> int:
             f"{r['res_ratio']:.2f}",
         )  # fmt: skip
     console.print(t)
+    if rep.fine_eta_table:
+        console.print(_fine_eta(rep.fine_eta_table))
     c = Table(title="realism checks")
     for col in ("check", "value", "accepted", "result", "detail"):
         c.add_column(col)
@@ -142,3 +154,29 @@ def run(console: Console, args: argparse.Namespace) -> int:
         )  # fmt: skip
     console.print(c)
     return 0 if rep.passed else 1
+
+
+def _fine_eta(rows: list[dict]):
+    """|eta| x pT_gen map of core resolution / JER (cells: ours / JER = ratio)."""
+    from rich.table import Table
+
+    from ..simulation.validation import MIN_FINE_JETS
+
+    pts = list(dict.fromkeys(r["pt"] for r in rows))
+    t = Table(
+        title="core resolution / JER in fine |eta| bins (ours / CMS = ratio)",
+        caption=f"cells with fewer than {MIN_FINE_JETS} jets are left empty",
+    )
+    t.add_column("|eta|")
+    for pt in pts:
+        t.add_column(f"pT_gen {pt}", justify="right")
+    for eta in dict.fromkeys(r["eta"] for r in rows):
+        cells = []
+        for pt in pts:
+            (r,) = (x for x in rows if x["eta"] == eta and x["pt"] == pt)
+            ok = r["ratio"] == r["ratio"]  # not NaN
+            cells.append(
+                f"{r['res']:.3f} / {r['jer']:.3f} = {r['ratio']:.2f}" if ok else ""
+            )
+        t.add_row(eta, *cells)
+    return t

@@ -45,6 +45,11 @@ log = logging.getLogger(__name__)
 
 ETA_BINS = ((0.0, 1.3), (1.3, 2.5))
 PT_BINS = (30, 50, 100, 200, 500, 1000)
+FINE_ETA_EDGES = (0.0, 0.4, 0.8, 1.1, 1.3, 1.5, 1.7, 2.0, 2.5)
+"""|eta| edges of the resolution map (``--fine-eta``): where the tracker material and the
+barrel-endcap transition change, so that a gap to CMS's JER can be placed."""
+FINE_ETA_PT_BINS = ((30, 50), (80, 130), (250, 500))
+MIN_FINE_JETS = 40
 JEC_L1 = "Summer19UL18_V5_MC_L1FastJet_AK4PFchs"
 JEC_L2 = "Summer19UL18_V5_MC_L2Relative_AK4PFchs"
 JER = "Summer19UL17_JRV3_MC_PtResolution_AK4PFchs"
@@ -81,6 +86,8 @@ class ValidationReport:
     """(a) and (b) use an L1L2 derived on the sample (else the fallbacks)."""
     response_table: list[dict] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
+    fine_eta_table: list[dict] = field(default_factory=list)
+    """Core resolution / JER in FINE_ETA_EDGES x FINE_ETA_PT_BINS (when asked for)."""
 
     @property
     def passed(self) -> bool:
@@ -195,12 +202,17 @@ def _flavour(had: np.ndarray, par: np.ndarray) -> np.ndarray:
 
 
 def validate(
-    paths: list[str | Path], jec_dir: str | Path, standard: Any = None
+    paths: list[str | Path],
+    jec_dir: str | Path,
+    standard: Any = None,
+    *,
+    fine_eta: bool = False,
 ) -> ValidationReport:
     """Compute the realism table and the checks (a)-(d) for PFNano files.
 
     ``standard`` is the L1L2 derived on the sample (a :class:`~jec_coffea.standard.JECStack`);
     None falls back to the median-response table for (a) and CMS's L1FastJet for (b).
+    ``fine_eta`` also fills ``fine_eta_table``: the (b) ratio in finer |eta| bins.
     """
     j = load_jets(paths)
     corr, l1, jer = _references(Path(jec_dir))
@@ -267,6 +279,8 @@ def validate(
                 row["inv_over_l1l2"] if ours_mean is None else row["ours_over_cms"]
             )
             res_ratios.append(row["res_ratio"])
+    if fine_eta:
+        rep.fine_eta_table = _fine_eta_table(j, corrected, jer)
     what = "(1/median R) / L1L2" if ours_mean is None else "derived L1L2 / CMS L1L2"
     rep.checks.append(Check(f"(a) {what}, min", min(ratios, default=np.nan), 0.8, 1.25))
     rep.checks.append(Check(f"(a) {what}, max", max(ratios, default=np.nan), 0.8, 1.25))
@@ -338,6 +352,31 @@ def validate(
         )
     )
     return rep
+
+
+def _fine_eta_table(j, corrected: np.ndarray, jer) -> list[dict]:
+    """Core resolution after the L1L2 over CMS's JER per fine |eta| bin and pT_gen bin."""
+    aeta = np.abs(j["eta_gen"])
+    rows = []
+    for (elo, ehi), (plo, phi_) in itertools.product(
+        itertools.pairwise(FINE_ETA_EDGES), FINE_ETA_PT_BINS
+    ):
+        s = (aeta >= elo) & (aeta < ehi) & (j["pt_gen"] >= plo) & (j["pt_gen"] < phi_)
+        row = {"eta": f"{elo}-{ehi}", "pt": f"{plo}-{phi_}", "n": int(s.sum())}
+        if row["n"] >= MIN_FINE_JETS:
+            mu, sig = gaussian_core(corrected[s])
+            ref = float(
+                np.median(
+                    jer.getResolution(
+                        JetEta=j["eta"][s], Rho=j["rho"][s], JetPt=j["pt_gen"][s]
+                    )
+                )
+            )
+            row.update(res=sig / mu, jer=ref, ratio=sig / mu / ref)
+        else:
+            row.update(res=np.nan, jer=np.nan, ratio=np.nan)
+        rows.append(row)
+    return rows
 
 
 def _bootstrap_median_diff(a: np.ndarray, b: np.ndarray, n_boot: int = 200) -> float:

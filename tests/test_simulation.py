@@ -695,8 +695,12 @@ def test_photons_join_the_pf_blocks_of_charged_hadrons():
         "eta": np.concatenate([eta, lost_eta]),
         "phi": np.concatenate([phi, lost_phi]),
     }
+    # the layer's own rule, as pf_layer applies it before the photons join
+    layer_keep = (excess > pf.neutral_excess_nsigma * sig) & (
+        excess > pf.neutral_hadron_min_gev
+    )
     keep, hadron, left = _photons_in_blocks(
-        photons, grid, tev, tcl, unit, 4, u_trk, excess, sig, pf
+        photons, grid, (tev, tcl, unit, 4), (u_trk, excess, sig, layer_keep), pf
     )
     # block 0: -2 + 1.5 < 2.7: the photon is absorbed; block 1: 7 > 2.7, the photon keeps
     # its 4 GeV and a 3 GeV neutral hadron takes the rest; block 2: 5 GeV of excess all go

@@ -96,8 +96,11 @@ class CellGrid:
 
 def cell_noise(
     calo: Calorimeter, grid: CellGrid, cell: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Noise and threshold [GeV] of each cell: its band's, else the calorimeter's."""
+) -> tuple[np.ndarray | float, np.ndarray | float]:
+    """Noise and threshold [GeV] of each cell: its band's, else the calorimeter's (scalars
+    when no band sets its own)."""
+    if all(r.noise_gev is None and r.threshold_gev is None for r in calo.regions):
+        return calo.noise_gev, calo.threshold_gev
     noise = np.array(
         [calo.noise_gev if r.noise_gev is None else r.noise_gev for r in calo.regions]
     )

@@ -380,19 +380,20 @@ def simulate_detector(
         "hf_had": CellGrid.from_config(det.hf_had),
     }
 
-    def layers(mask):
+    def layers(mask, sub=slice(None)):
+        em, hf = is_em[sub], in_hf[sub]
         return {
-            "ecal": mask & is_em & ~in_hf,
-            "hcal": mask & ~is_em & ~in_hf,
-            "hf_em": mask & is_em & in_hf,
-            "hf_had": mask & ~is_em & in_hf,
+            "ecal": mask & em & ~hf,
+            "hcal": mask & ~em & ~hf,
+            "hf_em": mask & em & hf,
+            "hf_had": mask & ~em & hf,
         }
 
     layer_of = layers(deposits)
     # tracks linked to the calorimeters (muons excluded): PF subtracts their expected energy;
     # the track of a hadron that interacted in the tracker is linked where it points
     t_linked = (deposits | (reaches & interacted))[it] & ~is_mu
-    track_layer_of = layers(deposits | (reaches & interacted))
+    track_layer_of = layers(t_linked, it)
     t_e_meas = np.sqrt((t_ptm * np.cosh(t_eta)) ** 2 + t_mass**2)
     has_track = parent_tracked.copy()
     has_track[it[t_linked]] = True
@@ -400,7 +401,7 @@ def simulate_detector(
     ecal_cols = None  # the ECAL's photons join the HCAL's PF blocks when configured
     for name, grid in grids.items():
         sel = np.flatnonzero(layer_of[name])
-        tsel = np.flatnonzero(t_linked & track_layer_of[name][it])
+        tsel = np.flatnonzero(track_layer_of[name])
         join = (
             name == "hcal"
             and det.particle_flow.photons_in_hadron_blocks

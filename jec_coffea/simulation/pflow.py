@@ -221,7 +221,7 @@ def pf_layer(
         (HCAL plus the photons') over the tracks goes to the photons first, scaled down to
         it, and the rest to a neutral hadron; below ``neutral_excess_nsigma`` of the
         tracks' calorimeter resolution the photons are absorbed by the charged hadrons, as
-        CMS PF does [PF, hadron and photon reconstruction]. They come back, updated, as ``result["photons"]``.
+        CMS PF does [PF]. They come back, updated, as ``result["photons"]``.
 
     Returns
     -------
@@ -282,12 +282,7 @@ def pf_layer(
         ],
         grid.n_cells,
     )
-    if any(
-        r.noise_gev is not None or r.threshold_gev is not None for r in calo.regions
-    ):
-        noise, threshold = cell_noise(calo, grid, tcl)
-    else:
-        noise, threshold = calo.noise_gev, calo.threshold_gev
+    noise, threshold = cell_noise(calo, grid, tcl)
     e_meas = e_meas + noise * rng.standard_normal(len(e_meas))
     e_meas = np.where(e_meas > threshold, e_meas, 0.0)
     if em_layer:
@@ -340,7 +335,7 @@ def pf_layer(
     updated = None
     if photons is not None:
         keep, excess, updated = _photons_in_blocks(
-            photons, grid, tev, tcl, unit, n_units, u_trk, excess, sig_exp, pf
+            photons, grid, (tev, tcl, unit, n_units), (u_trk, excess, sig_exp, keep), pf
         )
     out = {
         "event": u_ev[keep],
@@ -355,18 +350,23 @@ def pf_layer(
     return out
 
 
-def _photons_in_blocks(photons, grid, tev, tcl, unit, n_units, u_trk, excess, sig, pf):
+def _photons_in_blocks(photons, grid, cells, blocks, pf):
     """Photons joining the hadron PF blocks (see :func:`pf_layer`).
 
-    Returns the neutral-hadron selection and energies of the blocks and the photons left.
+    ``cells`` are the layer's (event, cell, cluster label, number of clusters) and
+    ``blocks`` its per-cluster track energy, excess, track resolution and neutral-hadron
+    selection. Returns the selection and energies of the neutral hadrons and the photons
+    left; blocks without tracks or photons keep the layer's own rule.
     """
+    tev, tcl, unit, n_units = cells
+    u_trk, excess, sig, keep = blocks
+    if len(tcl) == 0:
+        return keep, excess, photons
     p_cell = grid.cell(photons["eta"], photons["phi"])
     key = tev.astype(np.int64) * grid.n_cells + tcl
     p_key = photons["event"].astype(np.int64) * grid.n_cells + p_cell
-    pos = np.clip(np.searchsorted(key, p_key), 0, max(len(key) - 1, 0))
-    found = (p_cell >= 0) & (len(key) > 0)
-    found &= key[pos] == p_key if len(key) else found
-    p_unit = np.where(found, unit[pos] if len(key) else -1, -1)
+    pos = np.minimum(np.searchsorted(key, p_key), len(key) - 1)
+    p_unit = np.where((p_cell >= 0) & (key[pos] == p_key), unit[pos], -1)
     in_block = p_unit >= 0
     in_block[in_block] = u_trk[p_unit[in_block]] > 0
     u_ecal = np.bincount(p_unit[in_block], photons["e"][in_block], minlength=n_units)
@@ -384,7 +384,5 @@ def _photons_in_blocks(photons, grid, tev, tcl, unit, n_units, u_trk, excess, si
     updated = {k: v[kept] for k, v in photons.items()}
     updated["e"] = e_new[kept]
     hadron = np.where(blocked, total - u_ecal, excess)
-    keep = np.where(blocked, significant, excess > pf.neutral_excess_nsigma * sig) & (
-        hadron > pf.neutral_hadron_min_gev
-    )
+    keep = np.where(blocked, significant & (hadron > pf.neutral_hadron_min_gev), keep)
     return keep, hadron, updated

@@ -256,18 +256,11 @@ def validate(
                 continue
             med = float(np.median(resp[s]))
             fac = float(np.median(l1l2[s]))
-            mu, sig = gaussian_core(corrected[s])
-            ref = float(
-                np.median(
-                    jer.getResolution(
-                        JetEta=j["eta"][s], Rho=j["rho"][s], JetPt=j["pt_gen"][s]
-                    )
-                )
-            )
+            res, ref = _core_and_jer(j, corrected, jer, s)
             row = {
                 "eta": f"{elo}-{ehi}", "pt": f"{plo}-{phi_}", "n": int(s.sum()), "median": med,
-                "inv_over_l1l2": (1 / med) / fac, "l1l2": fac, "res": sig / mu, "jer": ref,
-                "res_ratio": (sig / mu) / ref,
+                "inv_over_l1l2": (1 / med) / fac, "l1l2": fac, "res": res, "jer": ref,
+                "res_ratio": res / ref,
                 "ours_over_cms": np.nan if ours_mean is None
                 else float(np.median(ours_mean[s]) / np.median(cms_mean[s])),
             }  # fmt: skip
@@ -354,6 +347,14 @@ def validate(
     return rep
 
 
+def _core_and_jer(j, corrected: np.ndarray, jer, s: np.ndarray) -> tuple[float, float]:
+    """Gaussian-core sigma/mean of the corrected response of the jets ``s``, and CMS's JER
+    at their eta, rho and pT_gen (median)."""
+    mu, sig = gaussian_core(corrected[s])
+    ref = jer.getResolution(JetEta=j["eta"][s], Rho=j["rho"][s], JetPt=j["pt_gen"][s])
+    return sig / mu, float(np.median(ref))
+
+
 def _fine_eta_table(j, corrected: np.ndarray, jer) -> list[dict]:
     """Core resolution after the L1L2 over CMS's JER per fine |eta| bin and pT_gen bin."""
     aeta = np.abs(j["eta_gen"])
@@ -364,15 +365,8 @@ def _fine_eta_table(j, corrected: np.ndarray, jer) -> list[dict]:
         s = (aeta >= elo) & (aeta < ehi) & (j["pt_gen"] >= plo) & (j["pt_gen"] < phi_)
         row = {"eta": f"{elo}-{ehi}", "pt": f"{plo}-{phi_}", "n": int(s.sum())}
         if row["n"] >= MIN_FINE_JETS:
-            mu, sig = gaussian_core(corrected[s])
-            ref = float(
-                np.median(
-                    jer.getResolution(
-                        JetEta=j["eta"][s], Rho=j["rho"][s], JetPt=j["pt_gen"][s]
-                    )
-                )
-            )
-            row.update(res=sig / mu, jer=ref, ratio=sig / mu / ref)
+            res, ref = _core_and_jer(j, corrected, jer, s)
+            row.update(res=res, jer=ref, ratio=res / ref)
         else:
             row.update(res=np.nan, jer=np.nan, ratio=np.nan)
         rows.append(row)

@@ -1,4 +1,5 @@
-"""Nuclear interactions of hadrons in the tracker material (jec_coffea.simulation.material)."""
+"""The tracker material (jec_coffea.simulation.material): nuclear interactions of hadrons,
+conversions of photons."""
 
 from __future__ import annotations
 
@@ -9,8 +10,18 @@ import numpy as np
 import pytest
 
 from jec_coffea.simulation import default_detector, detector_hash
-from jec_coffea.simulation.config import DetectorConfig, NuclearInteractions
-from jec_coffea.simulation.material import interaction_probability, nuclear_interactions
+from jec_coffea.simulation.config import (
+    DetectorConfig,
+    NuclearInteractions,
+    PhotonConversions,
+)
+from jec_coffea.simulation.material import (
+    bethe_heitler_fraction,
+    conversion_probability,
+    interaction_probability,
+    nuclear_interactions,
+    photon_conversions,
+)
 
 NI = NuclearInteractions(
     material_eta=[0.0, 0.8, 1.3, 1.6, 2.0, 2.5],
@@ -23,6 +34,8 @@ NI = NuclearInteractions(
     invisible_gev=0.2,
     track_loss_fraction=0.3,
 )
+CONV = PhotonConversions(tracker_radius_m=1.1, tracker_half_length_m=2.8)
+X0 = ([0.0, 0.8, 1.3, 1.6, 2.0, 2.5], [0.4, 0.6, 1.1, 1.8, 1.3, 1.0])
 
 
 def _pions(n: int, energy: float, eta: float, rng) -> tuple:
@@ -92,6 +105,109 @@ def test_secondaries_carry_the_hadron_energy_from_the_interaction_point():
     assert np.median(np.arccos(np.minimum(cos_tot, 1.0))) < 0.1
     # early interactions (inner track_loss_fraction of the path) are flagged
     assert sec.early.mean() == pytest.approx(0.3, abs=0.02)
+
+
+def test_conversion_probability_follows_the_radiation_lengths():
+    aeta = np.array([0.0, 1.6, 1.6, 3.0])
+    r0 = np.array([0.0, 0.0, 0.55, 0.0])
+    prob, _ = conversion_probability(X0, CONV, aeta, r0)
+    assert prob[0] == pytest.approx(1 - np.exp(-7 / 9 * 0.4))
+    assert prob[1] == pytest.approx(
+        1 - np.exp(-7 / 9 * 1.8)
+    )  # ~75% where it is thickest
+    assert prob[2] == pytest.approx(
+        1 - np.exp(-7 / 9 * 0.9)
+    )  # half of the material left
+    assert prob[3] == 0.0  # beyond the tracker
+
+
+def test_bethe_heitler_sharing():
+    x = bethe_heitler_fraction(np.random.default_rng(4), 400_000)
+    assert x.min() >= 0.0
+    assert x.max() <= 1.0
+    # density (1 - 4/3 x (1 - x)) / (7/9): 9/7 at the ends, 6/7 in the middle, symmetric
+    dens, _ = np.histogram(x, bins=10, range=(0, 1), density=True)
+    centre = np.linspace(0.05, 0.95, 10)
+    expected = (1 - 4 / 3 * (centre * (1 - centre) - 0.1**2 / 12)) / (
+        7 / 9
+    )  # bin means
+    np.testing.assert_allclose(dens, expected, rtol=0.03)
+    assert abs(x.mean() - 0.5) < 0.002
+
+
+def test_conversion_legs_carry_the_photon_from_the_conversion_point():
+    rng = np.random.default_rng(6)
+    n, eta = 50_000, 1.6
+    (px, py, pz, _), vertex = _pions(n, 8.0, eta, rng)
+    e = np.sqrt(px**2 + py**2 + pz**2)  # photons: massless
+    photon = np.ones(n, bool)
+    photon[::2] = False  # e.g. hadrons: never convert
+    legs = photon_conversions(
+        CONV, X0, np.random.default_rng(2), (px, py, pz, e), vertex, photon
+    )
+    assert not np.isin(legs.interacted, np.flatnonzero(~photon)).any()
+    assert len(legs.interacted) / photon.sum() == pytest.approx(
+        1 - np.exp(-7 / 9 * 1.8), abs=0.01
+    )
+    assert len(legs.pdg) == 2 * len(legs.interacted)
+    assert sorted(np.unique(legs.pdg)) == [-11, 11]
+    # energy and momentum of each photon shared by its two legs, same direction
+    for got, want in ((legs.e, e), (legs.px, px), (legs.pz, pz)):
+        np.testing.assert_allclose(
+            np.bincount(legs.parent, got, minlength=n)[legs.interacted],
+            want[legs.interacted],
+            rtol=1e-12,
+        )
+    leg_eta = np.arcsinh(legs.pz / np.hypot(legs.px, legs.py))
+    np.testing.assert_allclose(leg_eta, eta, atol=1e-9)
+    # the conversion point lies on the photon's line, spread over the tracker
+    exit_r = min(1.1, 2.8 / np.sinh(eta))
+    assert legs.r_m.min() >= 0
+    assert legs.r_m.max() <= exit_r + 1e-9
+    assert np.median(legs.r_m) == pytest.approx(exit_r / 2, rel=0.03)
+    dz = legs.vz - vertex[2][legs.parent]
+    np.testing.assert_allclose(dz, 100 * legs.r_m * np.sinh(eta), rtol=1e-9)
+
+
+def test_conversions_in_the_detector_lose_soft_legs_and_bend_the_others():
+    """One 2 GeV photon per event at eta 0: v1 (soft converted photons lost, pT < 1.5 GeV)
+    sees all of it where it points; with pair conversions, 27% convert, the softer legs
+    curl up and the others reach the ECAL displaced in phi."""
+    from jec_coffea.simulation.detector import simulate_detector
+    from jec_coffea.simulation.generator import Particles
+
+    raw = default_detector().model_dump()
+    base = DetectorConfig.model_validate(raw)
+    conv = DetectorConfig.model_validate(
+        {**raw, "photon_conversions": CONV.model_dump()}
+    )
+    n = 3_000
+    rng = np.random.default_rng(8)
+    phi = rng.uniform(-np.pi, np.pi, n)
+    zeros = np.zeros(n)
+    hard = Particles(
+        px=2.0 * np.cos(phi), py=2.0 * np.sin(phi), pz=zeros, e=np.full(n, 2.0),
+        pdg=np.full(n, 22, np.int64), vx=zeros, vy=zeros, vz=zeros,
+        offsets=np.arange(n + 1, dtype=np.int64),
+    )  # fmt: skip
+    seen, displaced = {}, {}
+    for name, det in (("base", base), ("conv", conv)):
+        out = simulate_detector(
+            hard, None, None, None, np.zeros(n, np.int64), det,
+            np.random.default_rng(1), sigma_z_cm=4.0,
+        )  # fmt: skip
+        c, ev = out.candidates.data, out.candidates.event
+        assert not (c["charge"] != 0).any()  # legs are never tracks
+        e = c["pt"] * np.cosh(c["eta"])
+        dphi = np.abs((c["phi"] - phi[ev] + np.pi) % (2 * np.pi) - np.pi)
+        seen[name] = e.sum() / (2.0 * n)
+        displaced[name] = e[dphi > 0.05].sum() / (2.0 * n)
+    assert seen["base"] == pytest.approx(1.0, abs=0.02)
+    assert displaced["base"] < 0.002
+    assert 0.9 < seen["conv"] < seen["base"] - 0.01
+    # what converts is either lost or displaced: together the conversion probability
+    lost_or_moved = displaced["conv"] + (1.0 - seen["conv"])
+    assert lost_or_moved == pytest.approx(1 - np.exp(-7 / 9 * 0.4), abs=0.025)
 
 
 def test_same_seed_same_secondaries():

@@ -328,6 +328,13 @@ class NuclearInteractions(_Model):
         return self
 
 
+class PhotonConversions(_Model):
+    """Photons converting to e+e- pairs in the tracker material (see :mod:`.material`)."""
+
+    tracker_radius_m: float = Field(gt=0, description="outer radius of the tracker")
+    tracker_half_length_m: float = Field(gt=0, description="|z| of the tracker end")
+
+
 class DetectorConfig(_Model):
     """The whole parametrised detector (see detector.yaml for values and sources)."""
 
@@ -346,6 +353,7 @@ class DetectorConfig(_Model):
     secondary_vertices: SecondaryVertexing
     jets: Jets
     nuclear_interactions: NuclearInteractions | None = None
+    photon_conversions: PhotonConversions | None = None
 
 
 class SimulationConfig(_Model):
@@ -393,7 +401,13 @@ def default_detector() -> DetectorConfig:
 
 
 _OPTIONAL_KEYS = frozenset(
-    {"nuclear_interactions", "noise_gev", "threshold_gev", "photons_in_hadron_blocks"}
+    {
+        "nuclear_interactions",
+        "noise_gev",
+        "threshold_gev",
+        "photons_in_hadron_blocks",
+        "photon_conversions",
+    }
 )
 """Keys added after v1: while unset (None) they are left out, so v1 hashes as before."""
 

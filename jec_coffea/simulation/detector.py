@@ -32,7 +32,7 @@ import numpy as np
 from .calorimeter import CellGrid
 from .config import DetectorConfig
 from .generator import NEUTRINOS, Particles, _offsets
-from .material import nuclear_interactions
+from .material import nuclear_interactions, photon_conversions
 from .pflow import pf_layer
 from .vertices import Collection, secondary_vertices
 
@@ -247,33 +247,51 @@ def simulate_detector(
                 * (1.0 - 100.0 * sec.r_m / trk.max_prod_radius_cm)
             )
         )
-        n_sec = len(s_pt)
-        parent_tracked = np.concatenate([parent_tracked, tracked[sec.parent]])
-        px, py, pz, e = (
-            np.concatenate([a, b])
-            for a, b in ((px, sec.px), (py, sec.py), (pz, sec.pz), (e, sec.e))
-        )
-        vx, vy, vz = (
-            np.concatenate([a, b])
-            for a, b in ((vx, sec.vx), (vy, sec.vy), (vz, sec.vz))
-        )
-        pdg = np.concatenate([pdg, sec.pdg])
-        ev = np.concatenate([ev, ev[sec.parent]])
-        vtx = np.concatenate([vtx, vtx[sec.parent]])
-        is_pu = vtx >= 0
-        apdg = np.abs(pdg)
-        pt, p, eta, phi = (
-            np.concatenate([a, b])
-            for a, b in ((pt, s_pt), (p, s_p), (eta, s_eta), (phi, s_phi))
-        )
-        q = np.concatenate([q, s_q])
-        aeta = np.abs(eta)
-        visible = np.concatenate([visible, s_visible])
-        charged = np.concatenate([charged, s_visible & (s_q != 0)])
-        tracked = np.concatenate([tracked, s_tracked])
-        r_prod_m = np.concatenate([r_prod_m, sec.r_m])
-        interacted = np.concatenate([interacted, np.zeros(n_sec, bool)])
-        sv_veto = np.concatenate([sv_veto, np.ones(n_sec, bool)])
+        (
+            px, py, pz, e, vx, vy, vz, pdg, ev, vtx, pt, p, eta, phi, q, visible, charged,
+            tracked, r_prod_m, interacted, sv_veto, parent_tracked,
+        ) = _append(
+            (
+                px, py, pz, e, vx, vy, vz, pdg, ev, vtx, pt, p, eta, phi, q, visible,
+                charged, tracked, r_prod_m, interacted, sv_veto, parent_tracked,
+            ),
+            (
+                sec.px, sec.py, sec.pz, sec.e, sec.vx, sec.vy, sec.vz, sec.pdg,
+                ev[sec.parent], vtx[sec.parent], s_pt, s_p, s_eta, s_phi, s_q, s_visible,
+                s_visible & (s_q != 0), s_tracked, sec.r_m, False, True,
+                tracked[sec.parent],
+            ),
+        )  # fmt: skip
+
+    # ---- photon conversions in the tracker material -------------------------------------------
+    # the legs are not tracked (CMS PF measures converted photons in the ECAL): they bend
+    # from the conversion point, soft ones curl up, and they deposit where they arrive
+    if det.photon_conversions is not None:
+        conv = photon_conversions(
+            det.photon_conversions, (trk.material_eta, trk.material_x0), rng,
+            (px, py, pz, e), (vx, vy, vz), visible & (np.abs(pdg) == 22), (bs_x, bs_y),
+        )  # fmt: skip
+        interacted[conv.interacted] = True
+        c_pt, c_p, c_eta, c_phi = _kinematics(conv.px, conv.py, conv.pz, conv.e)
+        c_visible = np.abs(c_eta) < 5.0
+        (
+            px, py, pz, e, vx, vy, vz, pdg, ev, vtx, pt, p, eta, phi, q, visible, charged,
+            tracked, r_prod_m, interacted, sv_veto, parent_tracked,
+        ) = _append(
+            (
+                px, py, pz, e, vx, vy, vz, pdg, ev, vtx, pt, p, eta, phi, q, visible,
+                charged, tracked, r_prod_m, interacted, sv_veto, parent_tracked,
+            ),
+            (
+                conv.px, conv.py, conv.pz, conv.e, conv.vx, conv.vy, conv.vz, conv.pdg,
+                ev[conv.parent], vtx[conv.parent], c_pt, c_p, c_eta, c_phi,
+                -np.sign(conv.pdg).astype(np.float64), c_visible, c_visible, False,
+                conv.r_m, False, True, False,
+            ),
+        )  # fmt: skip
+    is_pu = vtx >= 0
+    apdg = np.abs(pdg)
+    aeta = np.abs(eta)
     it = np.flatnonzero(tracked)
     t_pt, t_eta, t_phi, t_q, t_ev = pt[it], eta[it], phi[it], q[it], ev[it]
     scale = np.where(np.abs(t_eta) < trk.barrel_eta, 1.0, trk.endcap_res_scale)
@@ -367,9 +385,11 @@ def simulate_detector(
     loops = charged & (curl >= 1.0)
     is_muon_like = apdg == 13
     reaches = visible & ~loops & ~is_muon_like
-    deposits = (
-        reaches & ~interacted & ~_lost_conversions(apdg, pt, aeta, curl, trk, rng)
-    )
+    deposits = reaches & ~interacted
+    if (
+        det.photon_conversions is None
+    ):  # v1: converted soft photons are lost, nothing else
+        deposits &= ~_lost_conversions(apdg, pt, aeta, curl, trk, rng)
     phi_calo = np.where(charged, _wrap(phi - q * np.arcsin(np.minimum(curl, 1.0))), phi)
     is_em = (apdg == 11) | (apdg == 22)
     in_hf = aeta >= det.hf_em.eta_min
@@ -492,6 +512,15 @@ def simulate_detector(
         t_vtx, (pv_x - x_hs, pv_y - y_hs, pv_z), (x_hs, y_hs), veto=sv_veto[it],
     )  # fmt: skip
     return DetectorOutput(cands, svs, pv_x, pv_y, pv_z, npvs)
+
+
+def _append(columns: tuple, new: tuple) -> tuple:
+    """Per-particle columns with new particles appended (a scalar fills a whole column)."""
+    n = len(new[0])
+    return tuple(
+        np.concatenate([a, np.full(n, b, a.dtype) if np.isscalar(b) else b])
+        for a, b in zip(columns, new, strict=True)
+    )
 
 
 def _efficiency(trk, pt: np.ndarray, aeta: np.ndarray) -> np.ndarray:

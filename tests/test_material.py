@@ -256,16 +256,18 @@ def test_bad_material_table_names_the_key(tmp_path, change, message):
     assert str(path) in str(err.value)
 
 
-EXAMPLE = (
-    Path(__file__).resolve().parents[1] / "examples/detector_nuclear_interactions.yaml"
-)
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples/detector_v2_candidate.yaml"
 
 
-def test_example_detector_is_v1_plus_interactions_endcap_noise_and_photon_blocks():
+def test_example_detector_is_v1_plus_material_insitu_hadrons_endcap_noise_photon_blocks():
     from jec_coffea.simulation import load_detector
 
     v1, ni = default_detector().model_dump(), load_detector(EXAMPLE).model_dump()
     assert ni["nuclear_interactions"] == NI.model_dump()
+    assert ni["photon_conversions"] == CONV.model_dump()
+    # in-situ hadron resolution instead of the test beam's 84.7%/sqrt(E) (+) 7.4%
+    assert (v1["hcal"].pop("stochastic"), v1["hcal"].pop("constant")) == (0.847, 0.074)
+    assert (ni["hcal"].pop("stochastic"), ni["hcal"].pop("constant")) == (1.5, 0.05)
     # the track-finding plateau no longer includes the interactions
     assert ni["tracking"].pop("efficiency_barrel") == 0.96
     assert ni["tracking"].pop("efficiency_endcap") == 0.95
@@ -283,6 +285,7 @@ def test_example_detector_is_v1_plus_interactions_endcap_noise_and_photon_blocks
     for raw in (v1, ni):
         raw.pop("name")
         raw.pop("nuclear_interactions")
+        raw.pop("photon_conversions")
     assert ni == v1
 
 

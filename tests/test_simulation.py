@@ -757,3 +757,20 @@ def test_validate_sim_fine_eta_map(sim_sample, shared_data, capsys, monkeypatch)
         ]
     )
     assert "core resolution / JER in fine |eta| bins" in capsys.readouterr().out
+
+
+def test_simulation_runs_without_hugepage_advice_and_restores_numpy():
+    from jec_coffea.simulation.pipeline import no_hugepage_advice
+
+    toggle = getattr(np._core.multiarray, "_set_madvise_hugepage", None)
+    if toggle is None:
+        pytest.skip("this NumPy has no huge-page switch")
+    for before in (True, False):
+        toggle(before)
+        with no_hugepage_advice():
+            assert toggle(False) is False  # off inside (and left off)
+        assert toggle(before) is before  # restored on exit
+    toggle(True)
+    with pytest.raises(RuntimeError), no_hugepage_advice():
+        raise RuntimeError
+    assert toggle(True) is True  # restored after an error too

@@ -211,20 +211,24 @@ def simulate_detector(
     )
     tracked &= ~_merged_in_core(ev, eta, phi, pt, tracked, trk, rng)
 
-    # ---- nuclear interactions in the tracker material ----------------------------------------
-    # an interacting hadron leaves its energy to secondaries starting at the interaction point;
-    # its own track (if found) stays and PF links it to the calorimeter as before
-    r_prod_m = np.zeros(len(pt))
-    interacted = np.zeros(len(pt), bool)
-    parent_tracked = np.zeros(len(pt), bool)
-    sv_veto = np.zeros(len(pt), bool)
+    # ---- the tracker material: nuclear interactions, photon conversions ----------------------
+    # secondaries are new particles starting where their parent interacted or converted; the
+    # parent deposits nothing ("interacted"). All of them are appended in one go.
+    parts = {
+        "px": px, "py": py, "pz": pz, "e": e, "vx": vx, "vy": vy, "vz": vz, "pdg": pdg,
+        "ev": ev, "vtx": vtx, "pt": pt, "p": p, "eta": eta, "phi": phi, "q": q,
+        "visible": visible, "charged": charged, "tracked": tracked,
+        "r_prod_m": np.zeros(len(pt)), "interacted": np.zeros(len(pt), bool),
+        "sv_veto": np.zeros(len(pt), bool), "parent_tracked": np.zeros(len(pt), bool),
+    }  # fmt: skip
+    added = []
     if det.nuclear_interactions is not None:
         hadron = visible & ~np.isin(apdg, (11, 13, 22))
         sec = nuclear_interactions(
             det.nuclear_interactions, rng, (px, py, pz, e), (vx, vy, vz), hadron,
             (bs_x, bs_y),
         )  # fmt: skip
-        interacted[sec.interacted] = True
+        parts["interacted"][sec.interacted] = True
         # too few hits before an early interaction: the hadron's own track is not found
         tracked[sec.interacted[sec.early]] = False
         s_pt, s_p, s_eta, s_phi = _kinematics(sec.px, sec.py, sec.pz, sec.e)
@@ -247,48 +251,54 @@ def simulate_detector(
                 * (1.0 - 100.0 * sec.r_m / trk.max_prod_radius_cm)
             )
         )
-        (
-            px, py, pz, e, vx, vy, vz, pdg, ev, vtx, pt, p, eta, phi, q, visible, charged,
-            tracked, r_prod_m, interacted, sv_veto, parent_tracked,
-        ) = _append(
-            (
-                px, py, pz, e, vx, vy, vz, pdg, ev, vtx, pt, p, eta, phi, q, visible,
-                charged, tracked, r_prod_m, interacted, sv_veto, parent_tracked,
-            ),
-            (
-                sec.px, sec.py, sec.pz, sec.e, sec.vx, sec.vy, sec.vz, sec.pdg,
-                ev[sec.parent], vtx[sec.parent], s_pt, s_p, s_eta, s_phi, s_q, s_visible,
-                s_visible & (s_q != 0), s_tracked, sec.r_m, False, True,
-                tracked[sec.parent],
-            ),
-        )  # fmt: skip
-
-    # ---- photon conversions in the tracker material -------------------------------------------
-    # the legs are not tracked (CMS PF measures converted photons in the ECAL): they bend
-    # from the conversion point, soft ones curl up, and they deposit where they arrive
+        n_sec = len(s_pt)
+        added.append({
+            "px": sec.px, "py": sec.py, "pz": sec.pz, "e": sec.e, "vx": sec.vx,
+            "vy": sec.vy, "vz": sec.vz, "pdg": sec.pdg, "ev": ev[sec.parent],
+            "vtx": vtx[sec.parent], "pt": s_pt, "p": s_p, "eta": s_eta, "phi": s_phi,
+            "q": s_q, "visible": s_visible, "charged": s_visible & (s_q != 0),
+            "tracked": s_tracked, "r_prod_m": sec.r_m,
+            "interacted": np.zeros(n_sec, bool), "sv_veto": np.ones(n_sec, bool),
+            "parent_tracked": tracked[sec.parent],
+        })  # fmt: skip
     if det.photon_conversions is not None:
-        conv = photon_conversions(
-            det.photon_conversions, (trk.material_eta, trk.material_x0), rng,
-            (px, py, pz, e), (vx, vy, vz), visible & (np.abs(pdg) == 22), (bs_x, bs_y),
-        )  # fmt: skip
-        interacted[conv.interacted] = True
-        c_pt, c_p, c_eta, c_phi = _kinematics(conv.px, conv.py, conv.pz, conv.e)
-        c_visible = np.abs(c_eta) < 5.0
-        (
-            px, py, pz, e, vx, vy, vz, pdg, ev, vtx, pt, p, eta, phi, q, visible, charged,
-            tracked, r_prod_m, interacted, sv_veto, parent_tracked,
-        ) = _append(
-            (
-                px, py, pz, e, vx, vy, vz, pdg, ev, vtx, pt, p, eta, phi, q, visible,
-                charged, tracked, r_prod_m, interacted, sv_veto, parent_tracked,
-            ),
-            (
-                conv.px, conv.py, conv.pz, conv.e, conv.vx, conv.vy, conv.vz, conv.pdg,
-                ev[conv.parent], vtx[conv.parent], c_pt, c_p, c_eta, c_phi,
-                -np.sign(conv.pdg).astype(np.float64), c_visible, c_visible, False,
-                conv.r_m, False, True, False,
-            ),
-        )  # fmt: skip
+        # photons of the event and of the interactions convert; the legs are not tracked
+        # (CMS PF measures converted photons in the ECAL): they bend from the conversion
+        # point, soft ones curl up, and they deposit where they arrive
+        for src in [parts, *added]:
+            conv = photon_conversions(
+                det.photon_conversions, (trk.material_eta, trk.material_x0), rng,
+                (src["px"], src["py"], src["pz"], src["e"]),
+                (src["vx"], src["vy"], src["vz"]),
+                src["visible"] & (np.abs(src["pdg"]) == 22), (bs_x, bs_y),
+            )  # fmt: skip
+            src["interacted"][conv.interacted] = True
+            c_pt, c_p, c_eta, c_phi = _kinematics(conv.px, conv.py, conv.pz, conv.e)
+            c_visible = np.abs(c_eta) < 5.0
+            n_leg = len(c_pt)
+            added.append({
+                "px": conv.px, "py": conv.py, "pz": conv.pz, "e": conv.e, "vx": conv.vx,
+                "vy": conv.vy, "vz": conv.vz, "pdg": conv.pdg,
+                "ev": src["ev"][conv.parent], "vtx": src["vtx"][conv.parent],
+                "pt": c_pt, "p": c_p, "eta": c_eta, "phi": c_phi,
+                "q": -np.sign(conv.pdg).astype(np.float64), "visible": c_visible,
+                "charged": c_visible, "tracked": np.zeros(n_leg, bool),
+                "r_prod_m": conv.r_m, "interacted": np.zeros(n_leg, bool),
+                "sv_veto": np.ones(n_leg, bool), "parent_tracked": np.zeros(n_leg, bool),
+            })  # fmt: skip
+    if added:
+        parts = {
+            k: np.concatenate([v] + [a[k] for a in added]) for k, v in parts.items()
+        }
+    px, py, pz, e, vx, vy, vz, pdg = (
+        parts[k] for k in ("px", "py", "pz", "e", "vx", "vy", "vz", "pdg")
+    )
+    ev, vtx, pt, p, eta, phi, q = (
+        parts[k] for k in ("ev", "vtx", "pt", "p", "eta", "phi", "q")
+    )
+    visible, charged, tracked = parts["visible"], parts["charged"], parts["tracked"]
+    r_prod_m, interacted = parts["r_prod_m"], parts["interacted"]
+    sv_veto, parent_tracked = parts["sv_veto"], parts["parent_tracked"]
     is_pu = vtx >= 0
     apdg = np.abs(pdg)
     aeta = np.abs(eta)
@@ -512,15 +522,6 @@ def simulate_detector(
         t_vtx, (pv_x - x_hs, pv_y - y_hs, pv_z), (x_hs, y_hs), veto=sv_veto[it],
     )  # fmt: skip
     return DetectorOutput(cands, svs, pv_x, pv_y, pv_z, npvs)
-
-
-def _append(columns: tuple, new: tuple) -> tuple:
-    """Per-particle columns with new particles appended (a scalar fills a whole column)."""
-    n = len(new[0])
-    return tuple(
-        np.concatenate([a, np.full(n, b, a.dtype) if np.isscalar(b) else b])
-        for a, b in zip(columns, new, strict=True)
-    )
 
 
 def _efficiency(trk, pt: np.ndarray, aeta: np.ndarray) -> np.ndarray:

@@ -251,16 +251,16 @@ def simulate_detector(
                 * (1.0 - 100.0 * sec.r_m / trk.max_prod_radius_cm)
             )
         )
-        n_sec = len(s_pt)
-        added.append({
-            "px": sec.px, "py": sec.py, "pz": sec.pz, "e": sec.e, "vx": sec.vx,
-            "vy": sec.vy, "vz": sec.vz, "pdg": sec.pdg, "ev": ev[sec.parent],
-            "vtx": vtx[sec.parent], "pt": s_pt, "p": s_p, "eta": s_eta, "phi": s_phi,
-            "q": s_q, "visible": s_visible, "charged": s_visible & (s_q != 0),
-            "tracked": s_tracked, "r_prod_m": sec.r_m,
-            "interacted": np.zeros(n_sec, bool), "sv_veto": np.ones(n_sec, bool),
-            "parent_tracked": tracked[sec.parent],
-        })  # fmt: skip
+        added.append(
+            _secondary_columns(
+                sec,
+                parts,
+                (s_pt, s_p, s_eta, s_phi),
+                s_q,
+                s_tracked,
+                tracked[sec.parent],
+            )
+        )
     if det.photon_conversions is not None:
         # photons of the event and of the interactions convert; the legs are not tracked
         # (CMS PF measures converted photons in the ECAL): they bend from the conversion
@@ -273,19 +273,10 @@ def simulate_detector(
                 src["visible"] & (np.abs(src["pdg"]) == 22), (bs_x, bs_y),
             )  # fmt: skip
             src["interacted"][conv.interacted] = True
-            c_pt, c_p, c_eta, c_phi = _kinematics(conv.px, conv.py, conv.pz, conv.e)
-            c_visible = np.abs(c_eta) < 5.0
-            n_leg = len(c_pt)
-            added.append({
-                "px": conv.px, "py": conv.py, "pz": conv.pz, "e": conv.e, "vx": conv.vx,
-                "vy": conv.vy, "vz": conv.vz, "pdg": conv.pdg,
-                "ev": src["ev"][conv.parent], "vtx": src["vtx"][conv.parent],
-                "pt": c_pt, "p": c_p, "eta": c_eta, "phi": c_phi,
-                "q": -np.sign(conv.pdg).astype(np.float64), "visible": c_visible,
-                "charged": c_visible, "tracked": np.zeros(n_leg, bool),
-                "r_prod_m": conv.r_m, "interacted": np.zeros(n_leg, bool),
-                "sv_veto": np.ones(n_leg, bool), "parent_tracked": np.zeros(n_leg, bool),
-            })  # fmt: skip
+            kin = _kinematics(conv.px, conv.py, conv.pz, conv.e)
+            no = np.zeros(len(conv.px), bool)
+            q_leg = -np.sign(conv.pdg).astype(np.float64)
+            added.append(_secondary_columns(conv, src, kin, q_leg, no, no))
     if added:
         parts = {
             k: np.concatenate([v] + [a[k] for a in added]) for k, v in parts.items()
@@ -396,9 +387,8 @@ def simulate_detector(
     is_muon_like = apdg == 13
     reaches = visible & ~loops & ~is_muon_like
     deposits = reaches & ~interacted
-    if (
-        det.photon_conversions is None
-    ):  # v1: converted soft photons are lost, nothing else
+    if det.photon_conversions is None:
+        # v1's rule instead of pair conversions: converted soft photons are lost
         deposits &= ~_lost_conversions(apdg, pt, aeta, curl, trk, rng)
     phi_calo = np.where(charged, _wrap(phi - q * np.arcsin(np.minimum(curl, 1.0))), phi)
     is_em = (apdg == 11) | (apdg == 22)
@@ -522,6 +512,26 @@ def simulate_detector(
         t_vtx, (pv_x - x_hs, pv_y - y_hs, pv_z), (x_hs, y_hs), veto=sv_veto[it],
     )  # fmt: skip
     return DetectorOutput(cands, svs, pv_x, pv_y, pv_z, npvs)
+
+
+def _secondary_columns(
+    sec, parents: dict, kin: tuple, q, tracked, parent_tracked
+) -> dict:
+    """Per-particle columns of secondaries (``sec``, a :class:`~.material.Secondaries`) of the
+    particles ``parents``: kinematics ``kin`` = (pT, p, eta, phi), charge ``q``, whether
+    they and their parent were tracked; visible within |eta| < 5, never SV material."""
+    pt, p, eta, phi = kin
+    visible = np.abs(eta) < 5.0
+    n = len(pt)
+    return {
+        "px": sec.px, "py": sec.py, "pz": sec.pz, "e": sec.e,
+        "vx": sec.vx, "vy": sec.vy, "vz": sec.vz, "pdg": sec.pdg,
+        "ev": parents["ev"][sec.parent], "vtx": parents["vtx"][sec.parent],
+        "pt": pt, "p": p, "eta": eta, "phi": phi, "q": q, "visible": visible,
+        "charged": visible & (q != 0), "tracked": tracked, "r_prod_m": sec.r_m,
+        "interacted": np.zeros(n, bool), "sv_veto": np.ones(n, bool),
+        "parent_tracked": parent_tracked,
+    }  # fmt: skip
 
 
 def _efficiency(trk, pt: np.ndarray, aeta: np.ndarray) -> np.ndarray:

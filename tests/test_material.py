@@ -256,6 +256,25 @@ def test_bad_material_table_names_the_key(tmp_path, change, message):
     assert str(path) in str(err.value)
 
 
+def test_material_sections_must_share_the_tracker_volume(tmp_path):
+    import yaml
+
+    from jec_coffea.errors import ConfigError
+    from jec_coffea.simulation import load_detector
+
+    raw = default_detector().model_dump()
+    raw["nuclear_interactions"] = NI.model_dump()
+    raw["photon_conversions"] = {**CONV.model_dump(), "tracker_radius_m": 1.2}
+    path = tmp_path / "det.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(
+        ConfigError, match=r"photon_conversions\.tracker_radius_m"
+    ) as err:
+        load_detector(path)
+    assert "nuclear_interactions.tracker_radius_m" in str(err.value)
+    assert str(path) in str(err.value)
+
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples/detector_v2_candidate.yaml"
 
 

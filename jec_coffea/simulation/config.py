@@ -355,6 +355,20 @@ class DetectorConfig(_Model):
     nuclear_interactions: NuclearInteractions | None = None
     photon_conversions: PhotonConversions | None = None
 
+    @model_validator(mode="after")
+    def _one_tracker_volume(self) -> DetectorConfig:
+        ni, conv = self.nuclear_interactions, self.photon_conversions
+        if ni is None or conv is None:
+            return self
+        for key in ("tracker_radius_m", "tracker_half_length_m"):
+            if getattr(ni, key) != getattr(conv, key):
+                msg = (
+                    f"photon_conversions.{key} ({getattr(conv, key)}) differs from "
+                    f"nuclear_interactions.{key} ({getattr(ni, key)}): one tracker volume"
+                )
+                raise ValueError(msg)
+        return self
+
 
 class SimulationConfig(_Model):
     """Everything that defines a simulated sample besides the seed and size."""

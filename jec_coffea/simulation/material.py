@@ -76,14 +76,6 @@ def _exit_radius(radius_m: float, half_length_m: float, aeta: np.ndarray) -> np.
     return np.minimum(radius_m, half_length_m / np.maximum(np.sinh(aeta), 1e-6))
 
 
-def _frame(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Two unit vectors orthogonal to the unit directions ``d`` (N, 3) and to each other."""
-    ref = np.where((np.abs(d[:, 2]) > 0.99)[:, None], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0])
-    u = np.cross(d, ref)
-    u /= np.linalg.norm(u, axis=1, keepdims=True)
-    return u, np.cross(d, u)
-
-
 def nuclear_interactions(
     ni: NuclearInteractions,
     rng: np.random.Generator,
@@ -150,7 +142,10 @@ def nuclear_interactions(
     p_long = np.sqrt(p_sec**2 - pt_rel**2)
     # orthonormal frame around the parent direction d: u = d x z (or x), w = d x u
     d = np.stack([px[idx], py[idx], pz[idx]], axis=1) / p[idx, None]
-    u, w = _frame(d)
+    ref = np.where((np.abs(d[:, 2]) > 0.99)[:, None], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0])
+    u = np.cross(d, ref)
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    w = np.cross(d, u)
     az = rng.uniform(-np.pi, np.pi, len(p_sec))
     dp, up, wp = d[parent_of], u[parent_of], w[parent_of]
     mom = (

@@ -76,6 +76,45 @@ def _exit_radius(radius_m: float, half_length_m: float, aeta: np.ndarray) -> np.
     return np.minimum(radius_m, half_length_m / np.maximum(np.sinh(aeta), 1e-6))
 
 
+@dataclass
+class _Points:
+    """Particles that interact in the tracker material, and where."""
+
+    idx: np.ndarray  # indices into the input particles
+    depth: (
+        np.ndarray
+    )  # fraction of the crossed path before the point, uniform in [0, 1)
+    r_m: np.ndarray  # transverse distance of the point from the beam [m]
+    x: np.ndarray  # the point [cm]
+    y: np.ndarray
+    z: np.ndarray
+    direction: np.ndarray  # (N, 3) unit momentum vectors
+
+
+def _points_in_material(
+    probability, rng: np.random.Generator, momentum, vertex, mask, beam_xy
+) -> _Points:
+    """Draw which particles of ``mask`` interact and where: ``probability(aeta, r0_m)``
+    gives (probability, exit radius); the point is uniform in radius over the part of the
+    path crossed, on the particle's straight line."""
+    px, py, pz, _ = momentum
+    vx, vy, vz = vertex
+    pt = np.hypot(px, py)
+    aeta = np.abs(np.arcsinh(pz / np.maximum(pt, 1e-12)))
+    r0 = np.hypot(vx - beam_xy[0], vy - beam_xy[1]) / 100.0
+    cand = np.flatnonzero(mask & (pt > 0))
+    prob, r_exit = probability(aeta[cand], r0[cand])
+    hit = rng.random(len(cand)) < prob
+    idx, r_exit = cand[hit], r_exit[hit]
+    depth = rng.random(len(idx))
+    r_m = r0[idx] + depth * np.maximum(r_exit - r0[idx], 0.0)
+    p = np.sqrt(pt[idx] ** 2 + pz[idx] ** 2)
+    d = np.stack([px[idx], py[idx], pz[idx]], axis=1) / p[:, None]
+    path_cm = 100.0 * (r_m - r0[idx]) * p / np.maximum(pt[idx], 1e-12)
+    x, y, z = (v[idx] + d[:, k] * path_cm for k, v in enumerate((vx, vy, vz)))
+    return _Points(idx, depth, r_m, x, y, z, d)
+
+
 def nuclear_interactions(
     ni: NuclearInteractions,
     rng: np.random.Generator,
@@ -106,21 +145,13 @@ def nuclear_interactions(
     ``em_fraction``, else a charged pion of random sign, with an exponential momentum
     transverse to the parent of mean ``pt_rel_mean_gev``.
     """
-    px, py, pz, e = momentum
-    vx, vy, vz = vertex
-    pt = np.hypot(px, py)
-    p = np.sqrt(pt**2 + pz**2)
-    aeta = np.abs(np.arcsinh(pz / np.maximum(pt, 1e-12)))
-    r0 = np.hypot(vx - beam_xy[0], vy - beam_xy[1]) / 100.0
-    cand = np.flatnonzero(hadron & (pt > 0))
-    prob, r_exit = interaction_probability(ni, aeta[cand], r0[cand])
-    hit = rng.random(len(cand)) < prob
-    idx, r_exit = cand[hit], r_exit[hit]
+    pts = _points_in_material(
+        lambda aeta, r0: interaction_probability(ni, aeta, r0),
+        rng, momentum, vertex, hadron, beam_xy,
+    )  # fmt: skip
+    idx, d = pts.idx, pts.direction
     n_par = len(idx)
-    depth = rng.random(n_par)
-    r_int = r0[idx] + depth * np.maximum(r_exit - r0[idx], 0.0)
-
-    e_par = e[idx]
+    e_par = momentum[3][idx]
     invisible = np.minimum(rng.exponential(ni.invisible_gev, n_par), 0.5 * e_par)
     e_avail = e_par - invisible
     mult = 2 + rng.poisson(ni.multiplicity_log_slope * np.log(np.maximum(e_avail, 1.0)))
@@ -141,7 +172,6 @@ def nuclear_interactions(
     pt_rel = np.minimum(rng.exponential(ni.pt_rel_mean_gev, len(p_sec)), 0.9 * p_sec)
     p_long = np.sqrt(p_sec**2 - pt_rel**2)
     # orthonormal frame around the parent direction d: u = d x z (or x), w = d x u
-    d = np.stack([px[idx], py[idx], pz[idx]], axis=1) / p[idx, None]
     ref = np.where((np.abs(d[:, 2]) > 0.99)[:, None], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0])
     u = np.cross(d, ref)
     u /= np.linalg.norm(u, axis=1, keepdims=True)
@@ -153,26 +183,21 @@ def nuclear_interactions(
         + (pt_rel * np.cos(az))[:, None] * up
         + (pt_rel * np.sin(az))[:, None] * wp
     )
-    # interaction point along the (straight) parent direction
-    path_cm = 100.0 * (r_int - r0[idx]) * p[idx] / np.maximum(pt[idx], 1e-12)
-    ix = vx[idx] + d[:, 0] * path_cm
-    iy = vy[idx] + d[:, 1] * path_cm
-    iz = vz[idx] + d[:, 2] * path_cm
     sign = np.where(rng.random(len(p_sec)) < 0.5, 1, -1)
     pdg = np.where(is_pi0, PI0, 211 * sign).astype(np.int64)
     return Secondaries(
         interacted=idx,
-        early=depth < ni.track_loss_fraction,
+        early=pts.depth < ni.track_loss_fraction,
         parent=idx[parent_of],
         px=mom[:, 0],
         py=mom[:, 1],
         pz=mom[:, 2],
         e=e_sec,
         pdg=pdg,
-        vx=ix[parent_of],
-        vy=iy[parent_of],
-        vz=iz[parent_of],
-        r_m=r_int[parent_of],
+        vx=pts.x[parent_of],
+        vy=pts.y[parent_of],
+        vz=pts.z[parent_of],
+        r_m=pts.r_m[parent_of],
     )
 
 
@@ -225,20 +250,11 @@ def photon_conversions(
     direction (opening angle ~ m_e/E). ``interacted`` lists the converted photons, ``early``
     is all true (a photon has no track to lose).
     """
-    px, py, pz, e = momentum
-    vx, vy, vz = vertex
-    pt = np.hypot(px, py)
-    aeta = np.abs(np.arcsinh(pz / np.maximum(pt, 1e-12)))
-    r0 = np.hypot(vx - beam_xy[0], vy - beam_xy[1]) / 100.0
-    cand = np.flatnonzero(photon & (pt > 0))
-    prob, r_exit = conversion_probability(material, conv, aeta[cand], r0[cand])
-    hit = rng.random(len(cand)) < prob
-    idx, r_exit = cand[hit], r_exit[hit]
-    n = len(idx)
-    r_conv = r0[idx] + rng.random(n) * np.maximum(r_exit - r0[idx], 0.0)
-    p = np.sqrt(pt[idx] ** 2 + pz[idx] ** 2)
-    path_cm = 100.0 * (r_conv - r0[idx]) * p / np.maximum(pt[idx], 1e-12)
-    point = [v[idx] + m[idx] / p * path_cm for v, m in ((vx, px), (vy, py), (vz, pz))]
+    pts = _points_in_material(
+        lambda aeta, r0: conversion_probability(material, conv, aeta, r0),
+        rng, momentum, vertex, photon, beam_xy,
+    )  # fmt: skip
+    idx, n = pts.idx, len(pts.idx)
     x = bethe_heitler_fraction(rng, n)
     share = np.concatenate([x, 1.0 - x])  # electrons first, then positrons
     two = np.concatenate([np.arange(n), np.arange(n)])
@@ -246,13 +262,13 @@ def photon_conversions(
         interacted=idx,
         early=np.ones(n, bool),
         parent=idx[two],
-        px=share * px[idx][two],
-        py=share * py[idx][two],
-        pz=share * pz[idx][two],
-        e=share * e[idx][two],
+        px=share * momentum[0][idx][two],
+        py=share * momentum[1][idx][two],
+        pz=share * momentum[2][idx][two],
+        e=share * momentum[3][idx][two],
         pdg=np.repeat(np.array([ELECTRON, -ELECTRON], np.int64), n),
-        vx=point[0][two],
-        vy=point[1][two],
-        vz=point[2][two],
-        r_m=r_conv[two],
+        vx=pts.x[two],
+        vy=pts.y[two],
+        vz=pts.z[two],
+        r_m=pts.r_m[two],
     )

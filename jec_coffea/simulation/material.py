@@ -99,18 +99,21 @@ def _points_in_material(
     path crossed, on the particle's straight line."""
     px, py, pz, _ = momentum
     vx, vy, vz = vertex
-    pt = np.hypot(px, py)
-    aeta = np.abs(np.arcsinh(pz / np.maximum(pt, 1e-12)))
-    r0 = np.hypot(vx - beam_xy[0], vy - beam_xy[1]) / 100.0
-    cand = np.flatnonzero(mask & (pt > 0))
-    prob, r_exit = probability(aeta[cand], r0[cand])
+    # kinematics of the candidates only: a batch with pile-up holds millions of particles
+    cand = np.flatnonzero(mask)
+    pt = np.hypot(px[cand], py[cand])
+    moving = pt > 0
+    cand, pt = cand[moving], pt[moving]
+    aeta = np.abs(np.arcsinh(pz[cand] / np.maximum(pt, 1e-12)))
+    r0 = np.hypot(vx[cand] - beam_xy[0], vy[cand] - beam_xy[1]) / 100.0
+    prob, r_exit = probability(aeta, r0)
     hit = rng.random(len(cand)) < prob
-    idx, r_exit = cand[hit], r_exit[hit]
+    idx, r_exit, pt, r0 = cand[hit], r_exit[hit], pt[hit], r0[hit]
     depth = rng.random(len(idx))
-    r_m = r0[idx] + depth * np.maximum(r_exit - r0[idx], 0.0)
-    p = np.sqrt(pt[idx] ** 2 + pz[idx] ** 2)
+    r_m = r0 + depth * np.maximum(r_exit - r0, 0.0)
+    p = np.sqrt(pt**2 + pz[idx] ** 2)
     d = np.stack([px[idx], py[idx], pz[idx]], axis=1) / p[:, None]
-    path_cm = 100.0 * (r_m - r0[idx]) * p / np.maximum(pt[idx], 1e-12)
+    path_cm = 100.0 * (r_m - r0) * p / np.maximum(pt, 1e-12)
     x, y, z = (v[idx] + d[:, k] * path_cm for k, v in enumerate((vx, vy, vz)))
     return _Points(idx, depth, r_m, x, y, z, d)
 

@@ -390,7 +390,9 @@ def simulate_detector(
     if det.photon_conversions is None:
         # v1's rule instead of pair conversions: converted soft photons are lost
         deposits &= ~_lost_conversions(apdg, pt, aeta, curl, trk, rng)
-    phi_calo = np.where(charged, _wrap(phi - q * np.arcsin(np.minimum(curl, 1.0))), phi)
+    phi_calo = phi.copy()  # charged particles bend on their way to the calorimeters
+    ic = np.flatnonzero(charged)
+    phi_calo[ic] = _wrap(phi[ic] - q[ic] * np.arcsin(np.minimum(curl[ic], 1.0)))
     is_em = (apdg == 11) | (apdg == 22)
     in_hf = aeta >= det.hf_em.eta_min
     grids = {

@@ -36,6 +36,14 @@ NI = NuclearInteractions(
 )
 CONV = PhotonConversions(tracker_radius_m=1.1, tracker_half_length_m=2.8)
 X0 = ([0.0, 0.8, 1.3, 1.6, 2.0, 2.5], [0.4, 0.6, 1.1, 1.8, 1.3, 1.0])
+V1 = Path(__file__).resolve().parents[1] / "examples/detector_v1.yaml"
+
+
+def v1_detector() -> DetectorConfig:
+    """The packaged detector until v2 (no material sections), kept as an example."""
+    from jec_coffea.simulation import load_detector
+
+    return load_detector(V1)
 
 
 def _pions(n: int, energy: float, eta: float, rng) -> tuple:
@@ -176,7 +184,7 @@ def test_conversions_in_the_detector_lose_soft_legs_and_bend_the_others():
     from jec_coffea.simulation.detector import simulate_detector
     from jec_coffea.simulation.generator import Particles
 
-    raw = default_detector().model_dump()
+    raw = v1_detector().model_dump()
     base = DetectorConfig.model_validate(raw)
     conv = DetectorConfig.model_validate(
         {**raw, "photon_conversions": CONV.model_dump()}
@@ -221,7 +229,7 @@ def test_same_seed_same_secondaries():
 
 
 def test_detector_without_the_section_keeps_its_hash():
-    det = default_detector()
+    det = v1_detector()
     assert det.nuclear_interactions is None
     raw = det.model_dump()
     with_ni = DetectorConfig.model_validate(
@@ -246,7 +254,7 @@ def test_bad_material_table_names_the_key(tmp_path, change, message):
     from jec_coffea.errors import ConfigError
     from jec_coffea.simulation import load_detector
 
-    raw = default_detector().model_dump()
+    raw = v1_detector().model_dump()
     raw["nuclear_interactions"] = {**NI.model_dump(), **change}
     path = tmp_path / "det.yaml"
     path.write_text(yaml.safe_dump(raw))
@@ -262,7 +270,7 @@ def test_material_sections_must_share_the_tracker_volume(tmp_path):
     from jec_coffea.errors import ConfigError
     from jec_coffea.simulation import load_detector
 
-    raw = default_detector().model_dump()
+    raw = v1_detector().model_dump()
     raw["nuclear_interactions"] = NI.model_dump()
     raw["photon_conversions"] = {**CONV.model_dump(), "tracker_radius_m": 1.2}
     path = tmp_path / "det.yaml"
@@ -275,13 +283,17 @@ def test_material_sections_must_share_the_tracker_volume(tmp_path):
     assert str(path) in str(err.value)
 
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples/detector_v2_candidate.yaml"
+def test_v1_keeps_its_hash():
+    """Samples and models made before v2 carry this hash; the example reproduces them."""
+    assert v1_detector().name == "cms-like-run2-v1"
+    assert detector_hash(v1_detector()) == (
+        "913f165b0828b60bd6fff075441d31fcf9eaa9482d417ea85c4760126773a0f3"
+    )
 
 
-def test_example_detector_is_v1_plus_material_insitu_hadrons_endcap_noise_photon_blocks():
-    from jec_coffea.simulation import load_detector
-
-    v1, ni = default_detector().model_dump(), load_detector(EXAMPLE).model_dump()
+def test_packaged_detector_is_v1_plus_material_insitu_hadrons_endcap_noise_photon_blocks():
+    v1, ni = v1_detector().model_dump(), default_detector().model_dump()
+    assert (v1["name"], ni["name"]) == ("cms-like-run2-v1", "cms-like-run2-v2")
     assert ni["nuclear_interactions"] == NI.model_dump()
     assert ni["photon_conversions"] == CONV.model_dump()
     # in-situ hadron resolution instead of the test beam's 84.7%/sqrt(E) (+) 7.4%
@@ -313,13 +325,13 @@ def test_simulation_with_nuclear_interactions_runs_and_keeps_the_contract():
     pytest.importorskip("fastjet")
     import awkward as ak
 
-    from jec_coffea.simulation import SimulationConfig, load_detector, parse_pileup
+    from jec_coffea.simulation import SimulationConfig, parse_pileup
     from jec_coffea.simulation.generator import MinBiasLibrary
     from jec_coffea.simulation.pipeline import EventSimulator
 
     pileup = parse_pileup("fixed:5", library_size=100)
     runs = {}
-    for name, det in (("v1", default_detector()), ("ni", load_detector(EXAMPLE))):
+    for name, det in (("v1", v1_detector()), ("ni", default_detector())):
         cfg = SimulationConfig(detector=det, pileup=pileup)
         lib = MinBiasLibrary.load_or_generate(cfg.generator, cfg.pileup, 11)
         runs[name], _ = EventSimulator(cfg, 11, 0, lib).run(12)

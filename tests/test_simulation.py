@@ -651,9 +651,13 @@ def test_offset_slope_needs_pileup():
 def test_band_noise_and_threshold_override_the_calorimeter():
     """A band may carry its own noise and threshold (EE is noisier than EB); unset, the
     calorimeter's apply and the detector hashes as before."""
+    from jec_coffea.simulation import load_detector
     from jec_coffea.simulation.calorimeter import cell_noise
 
-    det = default_detector()
+    # v1 (examples/detector_v1.yaml) has no band overrides; v2 sets EE's
+    det = load_detector(
+        Path(__file__).resolve().parents[1] / "examples/detector_v1.yaml"
+    )
     raw = det.model_dump()
     raw["ecal"]["regions"][1].update(noise_gev=0.2, threshold_gev=0.6)
     ee = load_detector_from(raw)
@@ -665,6 +669,9 @@ def test_band_noise_and_threshold_override_the_calorimeter():
     assert detector_hash(ee) != detector_hash(det)
     raw["ecal"]["regions"][1].update(noise_gev=None, threshold_gev=None)
     assert detector_hash(load_detector_from(raw)) == detector_hash(det)
+    # the packaged detector (v2) carries EE's override
+    ee_v2 = default_detector().ecal.regions[1]
+    assert (ee_v2.noise_gev, ee_v2.threshold_gev) == (0.2, 0.6)
 
 
 def load_detector_from(raw):
@@ -774,3 +781,24 @@ def test_simulation_runs_without_hugepage_advice_and_restores_numpy():
     with pytest.raises(RuntimeError), no_hugepage_advice():
         raise RuntimeError
     assert toggle(True) is True  # restored after an error too
+
+
+@pytest.mark.parametrize("n_cells", [50, 100_000])
+def test_tower_sums_count_or_sort_give_the_same_towers(n_cells):
+    """Dense (event, cell) spaces are summed by counting, sparse ones by sorting: both give
+    the towers sorted by event then cell, and each tower's sum in deposit order."""
+    from jec_coffea.simulation.calorimeter import tower_sums
+
+    rng = np.random.default_rng(3)
+    n = 5_000
+    event = rng.integers(0, 20, n)
+    cell = rng.integers(0, n_cells, n)
+    values = [rng.random(n), rng.exponential(size=n)]
+    tev, tcl, sums = tower_sums(event, cell, values, n_cells)
+    key = event * n_cells + cell
+    uniq, inv = np.unique(key, return_inverse=True)
+    np.testing.assert_array_equal(tev, uniq // n_cells)
+    np.testing.assert_array_equal(tcl, uniq % n_cells)
+    for got, v in zip(sums, values, strict=True):
+        np.testing.assert_array_equal(got, np.bincount(inv, weights=v))
+    assert tower_sums(event[:0], cell[:0], [values[0][:0]], n_cells)[0].size == 0

@@ -30,7 +30,7 @@ from jec_coffea.simulation import (
     parse_pileup,
 )
 from jec_coffea.simulation.generator import HardScatterGenerator, MinBiasLibrary
-from jec_coffea.simulation.pipeline import STAGES, EventSimulator
+from jec_coffea.simulation.pipeline import STAGES, EventSimulator, heap_reuse
 from jec_coffea.simulation.writer import PFNanoWriter
 
 
@@ -58,7 +58,11 @@ def full(config: SimulationConfig, n_events: int, seed: int, batch: int) -> dict
     n_target = n_done = 0
     with tempfile.TemporaryDirectory() as tmp:
         c0, w0 = time.process_time(), time.perf_counter()
-        with closing(PFNanoWriter(Path(tmp) / "bench.root", {"bench": True})) as writer:
+        # as a shard of `jec-coffea simulate` runs its batches
+        with (
+            heap_reuse(),
+            closing(PFNanoWriter(Path(tmp) / "bench.root", {"bench": True})) as writer,
+        ):
             while n_done < n_events:
                 arrays, per_event = sim.run(min(batch, n_events - n_done))
                 t = time.process_time()

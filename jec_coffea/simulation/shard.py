@@ -27,7 +27,7 @@ import yaml
 
 from .config import SimulationConfig, detector_hash
 from .generator import MinBiasLibrary
-from .pipeline import STAGES, EventSimulator
+from .pipeline import STAGES, EventSimulator, heap_reuse
 from .writer import DEFAULT_COMPRESSION, PFNanoWriter, parse_compression
 
 __all__ = ["ShardResult", "run_shard", "simulate", "write_dataset_yaml"]
@@ -113,7 +113,7 @@ def run_shard(
     n_events = n_jets = 0
     rate = 2.0
     meta = metadata(config, seed, shard, n_shards)
-    with closing(PFNanoWriter(path, meta, compression)) as writer:
+    with heap_reuse(), closing(PFNanoWriter(path, meta, compression)) as writer:
         while done < n_target:
             left = n_target - done
             n = batch_events or int(

@@ -47,6 +47,15 @@ def dask_client():
     cluster.close()
 
 
+@pytest.fixture(scope="session")
+def detector_v1():
+    """The packaged detector until v2 (no tracker-material sections), kept as an example:
+    samples and models made before v2 carry its hash."""
+    from jec_coffea.simulation import load_detector
+
+    return load_detector(REPO / "examples" / "detector_v1.yaml")
+
+
 SIM_SAMPLE_JETS = 1000
 """Gen-matched jets (pT_gen >= 20 GeV) in the ``sim_sample`` fixture."""
 

@@ -4,7 +4,6 @@ conversions of photons."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,14 +35,6 @@ NI = NuclearInteractions(
 )
 CONV = PhotonConversions(tracker_radius_m=1.1, tracker_half_length_m=2.8)
 X0 = ([0.0, 0.8, 1.3, 1.6, 2.0, 2.5], [0.4, 0.6, 1.1, 1.8, 1.3, 1.0])
-V1 = Path(__file__).resolve().parents[1] / "examples/detector_v1.yaml"
-
-
-def v1_detector() -> DetectorConfig:
-    """The packaged detector until v2 (no material sections), kept as an example."""
-    from jec_coffea.simulation import load_detector
-
-    return load_detector(V1)
 
 
 def _pions(n: int, energy: float, eta: float, rng) -> tuple:
@@ -177,14 +168,14 @@ def test_conversion_legs_carry_the_photon_from_the_conversion_point():
     np.testing.assert_allclose(dz, 100 * legs.r_m * np.sinh(eta), rtol=1e-9)
 
 
-def test_conversions_in_the_detector_lose_soft_legs_and_bend_the_others():
+def test_conversions_in_the_detector_lose_soft_legs_and_bend_the_others(detector_v1):
     """One 2 GeV photon per event at eta 0: v1 (soft converted photons lost, pT < 1.5 GeV)
     sees all of it where it points; with pair conversions, 27% convert, the softer legs
     curl up and the others reach the ECAL displaced in phi."""
     from jec_coffea.simulation.detector import simulate_detector
     from jec_coffea.simulation.generator import Particles
 
-    raw = v1_detector().model_dump()
+    raw = detector_v1.model_dump()
     base = DetectorConfig.model_validate(raw)
     conv = DetectorConfig.model_validate(
         {**raw, "photon_conversions": CONV.model_dump()}
@@ -228,8 +219,8 @@ def test_same_seed_same_secondaries():
     np.testing.assert_array_equal(a.pz, b.pz)
 
 
-def test_detector_without_the_section_keeps_its_hash():
-    det = v1_detector()
+def test_detector_without_the_section_keeps_its_hash(detector_v1):
+    det = detector_v1
     assert det.nuclear_interactions is None
     raw = det.model_dump()
     with_ni = DetectorConfig.model_validate(
@@ -248,13 +239,13 @@ def test_detector_without_the_section_keeps_its_hash():
         ({"track_loss_fraction": 1.5}, "less than or equal to 1"),
     ],
 )
-def test_bad_material_table_names_the_key(tmp_path, change, message):
+def test_bad_material_table_names_the_key(tmp_path, change, message, detector_v1):
     import yaml
 
     from jec_coffea.errors import ConfigError
     from jec_coffea.simulation import load_detector
 
-    raw = v1_detector().model_dump()
+    raw = detector_v1.model_dump()
     raw["nuclear_interactions"] = {**NI.model_dump(), **change}
     path = tmp_path / "det.yaml"
     path.write_text(yaml.safe_dump(raw))
@@ -264,13 +255,13 @@ def test_bad_material_table_names_the_key(tmp_path, change, message):
     assert str(path) in str(err.value)
 
 
-def test_material_sections_must_share_the_tracker_volume(tmp_path):
+def test_material_sections_must_share_the_tracker_volume(tmp_path, detector_v1):
     import yaml
 
     from jec_coffea.errors import ConfigError
     from jec_coffea.simulation import load_detector
 
-    raw = v1_detector().model_dump()
+    raw = detector_v1.model_dump()
     raw["nuclear_interactions"] = NI.model_dump()
     raw["photon_conversions"] = {**CONV.model_dump(), "tracker_radius_m": 1.2}
     path = tmp_path / "det.yaml"
@@ -283,16 +274,18 @@ def test_material_sections_must_share_the_tracker_volume(tmp_path):
     assert str(path) in str(err.value)
 
 
-def test_v1_keeps_its_hash():
+def test_v1_keeps_its_hash(detector_v1):
     """Samples and models made before v2 carry this hash; the example reproduces them."""
-    assert v1_detector().name == "cms-like-run2-v1"
-    assert detector_hash(v1_detector()) == (
+    assert detector_v1.name == "cms-like-run2-v1"
+    assert detector_hash(detector_v1) == (
         "913f165b0828b60bd6fff075441d31fcf9eaa9482d417ea85c4760126773a0f3"
     )
 
 
-def test_packaged_detector_is_v1_plus_material_insitu_hadrons_endcap_noise_photon_blocks():
-    v1, ni = v1_detector().model_dump(), default_detector().model_dump()
+def test_packaged_detector_is_v1_plus_material_insitu_hadrons_endcap_noise_photon_blocks(
+    detector_v1,
+):
+    v1, ni = detector_v1.model_dump(), default_detector().model_dump()
     assert (v1["name"], ni["name"]) == ("cms-like-run2-v1", "cms-like-run2-v2")
     assert ni["nuclear_interactions"] == NI.model_dump()
     assert ni["photon_conversions"] == CONV.model_dump()
@@ -320,7 +313,7 @@ def test_packaged_detector_is_v1_plus_material_insitu_hadrons_endcap_noise_photo
     assert ni == v1
 
 
-def test_simulation_with_nuclear_interactions_runs_and_keeps_the_contract():
+def test_simulation_with_nuclear_interactions_runs_and_keeps_the_contract(detector_v1):
     pytest.importorskip("pythia8mc")
     pytest.importorskip("fastjet")
     import awkward as ak
@@ -331,7 +324,7 @@ def test_simulation_with_nuclear_interactions_runs_and_keeps_the_contract():
 
     pileup = parse_pileup("fixed:5", library_size=100)
     runs = {}
-    for name, det in (("v1", v1_detector()), ("ni", default_detector())):
+    for name, det in (("v1", detector_v1), ("ni", default_detector())):
         cfg = SimulationConfig(detector=det, pileup=pileup)
         lib = MinBiasLibrary.load_or_generate(cfg.generator, cfg.pileup, 11)
         runs[name], _ = EventSimulator(cfg, 11, 0, lib).run(12)

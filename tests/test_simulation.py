@@ -648,16 +648,12 @@ def test_offset_slope_needs_pileup():
     assert _offset_slope(jets, aeta) == pytest.approx(0.45, abs=0.03)
 
 
-def test_band_noise_and_threshold_override_the_calorimeter():
+def test_band_noise_and_threshold_override_the_calorimeter(detector_v1):
     """A band may carry its own noise and threshold (EE is noisier than EB); unset, the
     calorimeter's apply and the detector hashes as before."""
-    from jec_coffea.simulation import load_detector
     from jec_coffea.simulation.calorimeter import cell_noise
 
-    # v1 (examples/detector_v1.yaml) has no band overrides; v2 sets EE's
-    det = load_detector(
-        Path(__file__).resolve().parents[1] / "examples/detector_v1.yaml"
-    )
+    det = detector_v1  # no band overrides; v2 sets EE's
     raw = det.model_dump()
     raw["ecal"]["regions"][1].update(noise_gev=0.2, threshold_gev=0.6)
     ee = load_detector_from(raw)

@@ -81,9 +81,8 @@ class _Points:
     """Particles that interact in the tracker material, and where."""
 
     idx: np.ndarray  # indices into the input particles
-    depth: (
-        np.ndarray
-    )  # fraction of the crossed path before the point, uniform in [0, 1)
+    # fraction of the crossed path before the point, uniform in [0, 1)
+    depth: np.ndarray
     r_m: np.ndarray  # transverse distance of the point from the beam [m]
     x: np.ndarray  # the point [cm]
     y: np.ndarray

@@ -273,10 +273,13 @@ class HardScatterGenerator:
         return GenBatch(stable, ghosts, kind_flat, hard, weight, channel, pthat)
 
 
-def cache_dir() -> Path:
-    """Folder for cached minimum-bias libraries (``JEC_COFFEA_CACHE`` or ~/.cache/jec-coffea)."""
+def cache_dir(kind: str = "minbias") -> Path:
+    """Folder for cached files of one kind: minimum-bias libraries, built native code.
+
+    Under ``JEC_COFFEA_CACHE``, or ~/.cache/jec-coffea.
+    """
     root = os.environ.get("JEC_COFFEA_CACHE") or Path.home() / ".cache" / "jec-coffea"
-    return Path(root) / "minbias"
+    return Path(root) / kind
 
 
 class MinBiasLibrary:

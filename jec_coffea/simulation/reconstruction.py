@@ -1,9 +1,10 @@
 """Jets as CMS defines them: anti-kT R = 0.4 with active areas, gen jets, rho, flavour, matching.
 
-* Reco jets: FastJet anti-kT on the CHS candidates of each event, through FastJet's many-event
-  (awkward) interface with *explicit ghosts*: a jittered grid of ghosts (pT 1e-50 GeV, area
-  ``ghost_area``, to |y| = ``ghost_maxrap``) joins every event, and a jet's active area is its
-  number of ghosts times the ghost area (FastJet's ``ActiveAreaExplicitGhosts`` definition).
+* Reco jets: FastJet anti-kT on the CHS candidates of each event (one C++ call per batch,
+  :mod:`.fastjet_native`; fastjet's many-event interface without a compiler), with *explicit
+  ghosts*: a jittered grid of ghosts (pT 1e-50 GeV, area ``ghost_area``, to |y| =
+  ``ghost_maxrap``) joins every event, and a jet's active area is its number of ghosts times
+  the ghost area (FastJet's ``ActiveAreaExplicitGhosts`` definition).
 * Flavour (CMS ``JetFlavourClustering``): weakly decaying b/c hadrons and end-of-shower partons
   join the clustering with momenta scaled by 1e-18. hadronFlavour = 5 if a b hadron is
   clustered, else 4 if a c hadron, else 0. partonFlavour = the (signed) id of the hardest
@@ -28,6 +29,7 @@ import numpy as np
 
 from .. import extras
 from ..matching import greedy_match_offsets
+from . import fastjet_native
 from .config import Jets
 from .generator import NEUTRINOS, Particles, _offsets
 
@@ -43,6 +45,7 @@ __all__ = [
 GHOST_PT = 1e-50
 _BANNER_SILENCED = False
 FLAVOUR_SCALE = 1e-18
+P4 = ("px", "py", "pz", "E")
 
 
 def ghost_grid(
@@ -96,8 +99,6 @@ def cluster(
         ``jet_counts`` per event, and per constituent: ``c_jet`` (flat jet index), ``c_source``
         and ``c_index`` (index into that source's flat arrays).
     """
-    fastjet = extras.fastjet()
-    _silence_banner()
     ev = np.concatenate([s[0] for s in sources])
     src = np.concatenate(
         [np.full(len(s[0]), i, np.int8) for i, s in enumerate(sources)]
@@ -109,26 +110,25 @@ def cluster(
     comps = [c[order] for c in comps]
     counts = np.bincount(ev, minlength=n_events)
     off = _offsets(counts)
-    arr = ak.unflatten(
-        ak.zip(dict(zip(("px", "py", "pz", "E"), comps, strict=True))), counts
-    )
-    jetdef = fastjet.JetDefinition(fastjet.antikt_algorithm, radius)
-    cs = fastjet.ClusterSequence(arr, jetdef)
-    jets = cs.inclusive_jets(min_pt=pt_min)
-    cidx = cs.constituent_index(min_pt=pt_min)
-    pt = np.hypot(jets.px, jets.py)
-    srt = ak.argsort(pt, ascending=False)
-    jets, cidx = jets[srt], cidx[srt]
-    jet_counts = ak.to_numpy(ak.num(jets)).astype(np.int64)
+    lib = fastjet_native.library()
+    if lib is not None:
+        jets, jet_counts, particle_jet = fastjet_native.cluster_batch(
+            lib, off, comps, radius, pt_min
+        )
+    else:
+        jets, jet_counts, particle_jet = _cluster_python(comps, counts, radius, pt_min)
+    # jets by decreasing pT within each event (FastJet's order among equal pT)
     jet_event = np.repeat(np.arange(n_events), jet_counts)
-    n_c = ak.num(cidx, axis=2)
-    c_jet = np.repeat(np.arange(int(jet_counts.sum())), ak.to_numpy(ak.flatten(n_c)))
-    c_local = ak.to_numpy(ak.flatten(cidx, axis=None)).astype(np.int64)
-    c_glob = c_local + off[jet_event[c_jet]]
-    out = {
-        f"jet_{k}": ak.to_numpy(ak.flatten(jets[k])).astype(np.float64)
-        for k in ("px", "py", "pz", "E")
-    }
+    by_pt = np.lexsort((-np.hypot(jets[:, 0], jets[:, 1]), jet_event))
+    rank = np.empty(len(by_pt), np.int64)
+    rank[by_pt] = np.arange(len(by_pt))
+    # constituents jet by jet, in particle order within a jet (as constituent_index has them)
+    inside = np.flatnonzero(particle_jet >= 0)
+    part_jet = rank[particle_jet[inside] + _offsets(jet_counts)[ev[inside]]]
+    by_jet = np.argsort(part_jet, kind="stable")
+    c_glob, c_jet = inside[by_jet], part_jet[by_jet]
+    jets = jets[by_pt]
+    out = {f"jet_{k}": np.ascontiguousarray(jets[:, i]) for i, k in enumerate(P4)}
     out.update(
         jet_event=jet_event,
         jet_counts=jet_counts,
@@ -137,6 +137,33 @@ def cluster(
         c_index=idx[c_glob],
     )
     return out
+
+
+def _cluster_python(
+    comps: list[np.ndarray], counts: np.ndarray, radius: float, pt_min: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`fastjet_native.cluster_batch` through fastjet's Python many-event interface."""
+    fastjet = extras.fastjet()
+    _silence_banner()
+    arr = ak.unflatten(ak.zip(dict(zip(P4, comps, strict=True))), counts)
+    jetdef = fastjet.JetDefinition(fastjet.antikt_algorithm, radius)
+    cs = fastjet.ClusterSequence(arr, jetdef)
+    jets = cs.inclusive_jets(min_pt=pt_min)
+    cidx = cs.constituent_index(min_pt=pt_min)
+    jet_counts = ak.to_numpy(ak.num(jets)).astype(np.int64)
+    flat = np.stack(
+        [ak.to_numpy(ak.flatten(jets[k])).astype(np.float64) for k in P4], axis=1
+    ).reshape(-1, 4)
+    jet_event = np.repeat(np.arange(len(counts)), jet_counts)
+    c_jet = np.repeat(
+        np.arange(len(flat)), ak.to_numpy(ak.flatten(ak.num(cidx, axis=2)))
+    )
+    c_local = ak.to_numpy(ak.flatten(cidx, axis=None)).astype(np.int64)
+    particle_jet = np.full(int(counts.sum()), -1, np.int64)
+    particle_jet[c_local + _offsets(counts)[jet_event[c_jet]]] = (
+        c_jet - _offsets(jet_counts)[jet_event[c_jet]]
+    )
+    return flat, jet_counts, particle_jet
 
 
 def _silence_banner() -> None:

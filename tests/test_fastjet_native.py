@@ -1,0 +1,125 @@
+"""The C++ batch clustering (fastjet_native) against fastjet's Python interface."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+import numpy as np
+import pytest
+
+from jec_coffea.simulation import fastjet_native
+from jec_coffea.simulation.reconstruction import GHOST_PT, cluster
+
+pytest.importorskip("fastjet")
+needs_compiler = pytest.mark.skipif(
+    shutil.which("c++") is None, reason="no C++ compiler (c++) on this machine"
+)
+
+
+@pytest.fixture
+def fresh_library(monkeypatch, tmp_path):
+    """library() rebuilt from scratch in an empty cache, restored afterwards."""
+    monkeypatch.setenv("JEC_COFFEA_CACHE", str(tmp_path))
+    fastjet_native.library.cache_clear()
+    yield tmp_path
+    fastjet_native.library.cache_clear()
+
+
+def _sources(seed: int, n_events: int = 6):
+    """Hard sprays, soft particles and area ghosts; event 2 empty, event 3 with no jet."""
+    rng = np.random.default_rng(seed)
+    sources = []
+    for kind, per_event, scale in (
+        ("hard", 40, 30.0),
+        ("soft", 400, 0.3),
+        ("ghost", 600, 0),
+    ):
+        n = rng.poisson(per_event, n_events)
+        n[2] = 0
+        if kind == "hard":
+            n[3] = 0
+        ev = np.repeat(np.arange(n_events), n)
+        y = rng.uniform(-4.5, 4.5, len(ev))
+        phi = rng.uniform(-np.pi, np.pi, len(ev))
+        if kind == "hard":  # a few collimated sprays per event
+            axis = rng.integers(0, 4, len(ev))
+            y = np.clip(axis - 1.5 + 0.15 * rng.standard_normal(len(ev)), -4.5, 4.5)
+            phi = axis * 1.5 + 0.15 * rng.standard_normal(len(ev))
+        pt = rng.exponential(scale, len(ev)) if scale else np.full(len(ev), GHOST_PT)
+        sources.append(
+            (ev, pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(y), pt * np.cosh(y))
+        )
+    return sources
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_native_and_python_clustering_identical(seed, monkeypatch):
+    """Same jets, same constituents in the same order, to the last bit."""
+    if fastjet_native.library() is None:
+        pytest.skip("no C++ compiler: the native path is not built here")
+    sources = _sources(seed)
+    native = cluster(sources, 6, 0.4, 8.0)
+    monkeypatch.setattr(fastjet_native, "library", lambda: None)
+    python = cluster(sources, 6, 0.4, 8.0)
+    assert native.keys() == python.keys()
+    for key in native:
+        assert native[key].dtype == python[key].dtype, key
+        np.testing.assert_array_equal(native[key], python[key], err_msg=key)
+    counts = native["jet_counts"]
+    assert counts[2] == counts[3] == 0
+    assert counts.sum() >= 10
+    # ghosts are constituents (areas), and jets come by decreasing pT in every event
+    assert (native["c_source"] == 2).sum() > 100
+    pt = np.hypot(native["jet_px"], native["jet_py"])
+    same_event = np.diff(native["jet_event"]) == 0
+    assert np.all(np.diff(pt)[same_event] <= 0)
+
+
+def test_fastjet_error_is_reported_not_crashing():
+    lib = fastjet_native.library()
+    if lib is None:
+        pytest.skip("no C++ compiler: the native path is not built here")
+    p4 = (
+        np.array([1.0, 2.0]),
+        np.array([1.0, 2.0]),
+        np.array([1.0, 2.0]),
+        np.full(2, 5.0),
+    )
+    with pytest.raises(RuntimeError, match=r"anti-kT R=2000.*failed: .*R"):
+        fastjet_native.cluster_batch(lib, np.array([0, 2]), p4, 2000.0, 8.0)
+    with pytest.raises(ValueError, match="offsets end at 3"):
+        fastjet_native.cluster_batch(lib, np.array([0, 3]), p4, 0.4, 8.0)
+
+
+def test_without_compiler_falls_back_with_a_warning(fresh_library, monkeypatch, caplog):
+    monkeypatch.setenv("CXX", str(fresh_library / "no-such-compiler"))
+    with pytest.raises(fastjet_native.NativeBuildError, match="no-such-compiler"):
+        fastjet_native.build()
+    with caplog.at_level(logging.WARNING, logger=fastjet_native.__name__):
+        assert fastjet_native.library() is None
+    assert "fastjet's Python interface" in caplog.text
+    out = cluster(_sources(3), 6, 0.4, 8.0)  # still clusters, through fastjet's Python
+    assert out["jet_counts"].sum() >= 10
+
+
+@needs_compiler
+def test_compile_error_names_the_source(fresh_library, monkeypatch):
+    monkeypatch.setenv("CXX", "c++ -DJCFJ_BROKEN -include /nonexistent/header.h")
+    with pytest.raises(fastjet_native.NativeBuildError, match=r"antikt\.cpp failed"):
+        fastjet_native.build()
+    assert not list(fresh_library.glob("native/*.so"))  # no half-written library left
+
+
+@needs_compiler
+def test_damaged_cached_library_is_rebuilt(fresh_library):
+    path = fastjet_native.build()
+    path.write_bytes(b"\x7fELF truncated")
+    assert fastjet_native.library() is not None
+    assert path.stat().st_size > 1000
+
+
+def test_explicit_python_path(monkeypatch, fresh_library):
+    monkeypatch.setenv("JEC_COFFEA_NATIVE", "0")
+    assert fastjet_native.library() is None
+    assert not list(fresh_library.glob("native/*"))  # nothing compiled

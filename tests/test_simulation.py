@@ -670,6 +670,29 @@ def test_band_noise_and_threshold_override_the_calorimeter(detector_v1):
     assert (ee_v2.noise_gev, ee_v2.threshold_gev) == (0.2, 0.6)
 
 
+def test_band_resolution_terms_override_the_calorimeter():
+    """A band may carry its own stochastic and constant terms (HE against HB); unset, the
+    calorimeter's apply as scalars and the detector hashes as before."""
+    from jec_coffea.simulation.calorimeter import resolution, resolution_terms
+
+    det = default_detector()
+    assert resolution_terms(det.hcal, np.array([0.3, 2.2])) == (1.5, 0.05)
+    raw = det.model_dump()
+    raw["hcal"]["regions"][1].update(stochastic=1.8, constant=0.07)
+    he = load_detector_from(raw)
+    a, b = resolution_terms(he.hcal, np.array([0.3, -1.73, 1.75, -2.9, 3.5]))
+    np.testing.assert_allclose(a, [1.5, 1.5, 1.8, 1.8, 1.8])
+    np.testing.assert_allclose(b, [0.05, 0.05, 0.07, 0.07, 0.07])
+    e = np.array([100.0, 100.0])
+    np.testing.assert_allclose(
+        resolution(he.hcal, e, np.array([0.5, 2.0])),
+        np.sqrt([1.5**2 * 100 + 5**2 + 0.2**2, 1.8**2 * 100 + 7**2 + 0.2**2]),
+    )
+    assert detector_hash(he) != detector_hash(det)
+    raw["hcal"]["regions"][1].update(stochastic=None, constant=None)
+    assert detector_hash(load_detector_from(raw)) == detector_hash(det)
+
+
 def load_detector_from(raw):
     from jec_coffea.simulation.config import DetectorConfig
 

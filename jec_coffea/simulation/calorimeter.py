@@ -114,12 +114,37 @@ def cell_noise(
     return noise[band], threshold[band]
 
 
-def resolution(calo: Calorimeter, energy: np.ndarray) -> np.ndarray:
-    """Absolute energy resolution sigma(E) [GeV] (stochastic, constant and noise terms)."""
-    e = np.maximum(energy, 1e-6)
-    return np.sqrt(
-        calo.stochastic**2 * e + (calo.constant * e) ** 2 + calo.noise_gev**2
+def resolution_terms(
+    calo: Calorimeter, eta: np.ndarray
+) -> tuple[np.ndarray | float, np.ndarray | float]:
+    """Stochastic and constant terms at each |eta|: its band's, else the calorimeter's
+    (scalars when no band sets its own)."""
+    if all(r.stochastic is None and r.constant is None for r in calo.regions):
+        return calo.stochastic, calo.constant
+    stochastic = np.array(
+        [
+            calo.stochastic if r.stochastic is None else r.stochastic
+            for r in calo.regions
+        ]
     )
+    constant = np.array(
+        [calo.constant if r.constant is None else r.constant for r in calo.regions]
+    )
+    edges = np.array([r.eta_max for r in calo.regions[:-1]])
+    band = np.searchsorted(edges, np.abs(eta), side="right")
+    return stochastic[band], constant[band]
+
+
+def resolution(
+    calo: Calorimeter, energy: np.ndarray, eta: np.ndarray | None = None
+) -> np.ndarray:
+    """Absolute energy resolution sigma(E) [GeV] (stochastic, constant and noise terms),
+    with the terms of the band at ``eta`` when given."""
+    e = np.maximum(energy, 1e-6)
+    a, b = (
+        (calo.stochastic, calo.constant) if eta is None else resolution_terms(calo, eta)
+    )
+    return np.sqrt(a**2 * e + (b * e) ** 2 + calo.noise_gev**2)
 
 
 def hadron_response(resp: HadronResponse, energy: np.ndarray) -> np.ndarray:

@@ -146,6 +146,18 @@ class CaloRegion(_Model):
         ge=0,
         description="cell threshold in this band (default: the calorimeter's)",
     )
+    stochastic: float | None = Field(
+        None,
+        ge=0,
+        description="stochastic term of particles hitting this band (default: the "
+        "calorimeter's)",
+    )
+    constant: float | None = Field(
+        None,
+        ge=0,
+        description="constant term of particles hitting this band (default: the "
+        "calorimeter's)",
+    )
 
 
 class Calorimeter(_Model):
@@ -421,6 +433,8 @@ _OPTIONAL_KEYS = frozenset(
         "threshold_gev",
         "photons_in_hadron_blocks",
         "photon_conversions",
+        "stochastic",  # of a calorimeter band (a calorimeter's own is required)
+        "constant",
     }
 )
 """Keys added after v1: while unset (None) they are left out, so v1 hashes as before."""

@@ -30,6 +30,7 @@ from .calorimeter import (
     hadron_response,
     invert_hadron_response,
     resolution,
+    resolution_terms,
     tower_sums,
 )
 from .config import Calorimeter, DetectorConfig
@@ -246,7 +247,8 @@ def pf_layer(
         else hadron_response(resp_cfg, d_e)
     )
     mean = np.maximum(d_e * resp, 1e-9)
-    sigma = resp * np.sqrt(calo.stochastic**2 * d_e + (calo.constant * d_e) ** 2)
+    stochastic, constant = resolution_terms(calo, d_eta)
+    sigma = resp * np.sqrt(stochastic**2 * d_e + (constant * d_e) ** 2)
     shape = (mean / np.maximum(sigma, 1e-12)) ** 2
     measured = rng.gamma(shape, mean / shape)
     if calo.lateral_sigma_cm > 0:
@@ -328,7 +330,7 @@ def pf_layer(
     u_phi = np.arctan2(per_unit(w * np.sin(cphi)), per_unit(w * np.cos(cphi)))
     u_ev = np.zeros(n_units, np.int64)
     u_ev[u] = tev[linked]
-    sig_exp = np.where(u_trk > 0, resolution(calo, u_trk), 0.0)
+    sig_exp = np.where(u_trk > 0, resolution(calo, u_trk, u_eta), 0.0)
     excess = u_cal - u_trk
     min_e = pf.photon_min_gev if em_layer else pf.neutral_hadron_min_gev
     keep = (excess > pf.neutral_excess_nsigma * sig_exp) & (excess > min_e)

@@ -123,3 +123,33 @@ def test_explicit_python_path(monkeypatch, fresh_library):
     monkeypatch.setenv("JEC_COFFEA_NATIVE", "0")
     assert fastjet_native.library() is None
     assert not list(fresh_library.glob("native/*"))  # nothing compiled
+
+
+def test_unwritable_cache_falls_back_with_a_warning(monkeypatch, tmp_path, caplog):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("JEC_COFFEA_CACHE", str(blocker))
+    fastjet_native.library.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger=fastjet_native.__name__):
+            assert fastjet_native.library() is None
+    finally:
+        fastjet_native.library.cache_clear()
+    assert "not-a-folder" in caplog.text
+
+
+def test_empty_batches():
+    lib = fastjet_native.library()
+    if lib is None:
+        pytest.skip("no C++ compiler: the native path is not built here")
+    empty = tuple(np.zeros(0) for _ in range(4))
+    for offsets in (np.zeros(1, np.int64), np.zeros(4, np.int64)):
+        jets, counts, particle_jet = fastjet_native.cluster_batch(
+            lib, offsets, empty, 0.4, 8.0
+        )
+        assert jets.shape == (0, 4)
+        assert counts.tolist() == [0] * (len(offsets) - 1)
+        assert len(particle_jet) == 0
+    out = cluster([tuple(np.zeros(0, np.int64) for _ in range(5))], 3, 0.4, 8.0)
+    assert out["jet_counts"].tolist() == [0, 0, 0]
+    assert len(out["c_jet"]) == 0

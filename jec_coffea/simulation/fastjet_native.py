@@ -101,12 +101,18 @@ def library() -> ctypes.CDLL | None:
     if os.environ.get("JEC_COFFEA_NATIVE", "1").strip() == "0":
         return None
     try:
+        path = build()
         try:
-            lib = ctypes.CDLL(str(build()))
+            lib = ctypes.CDLL(str(path))
         except OSError as err:  # a damaged cached build: compile it again, once
-            log.warning("cached C++ clustering library unusable (%s); rebuilding", err)
+            log.warning(
+                "cached C++ clustering library %s unusable (%s); rebuilding", path, err
+            )
             lib = ctypes.CDLL(str(build(rebuild=True)))
-    except (NativeBuildError, OSError) as err:
+    except (
+        NativeBuildError,
+        OSError,
+    ) as err:  # OSError: e.g. an unwritable cache folder
         log.warning(
             "C++ clustering unavailable, using fastjet's Python interface (same jets, "
             "about 1.5x slower clustering): %s",

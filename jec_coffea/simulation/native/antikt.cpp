@@ -87,7 +87,9 @@ int64_t jcfj_n_jets(const void *handle) {
 // Copy the jets' four-vectors (n_jets x 4, row-major) and free the handle.
 void jcfj_take_jets(void *handle, double *out) {
   Batch *batch = static_cast<Batch *>(handle);
-  std::memcpy(out, batch->jets.data(), batch->jets.size() * sizeof(double));
+  if (!batch->jets.empty()) {
+    std::memcpy(out, batch->jets.data(), batch->jets.size() * sizeof(double));
+  }
   delete batch;
 }
 

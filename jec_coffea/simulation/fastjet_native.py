@@ -6,7 +6,7 @@ the constituents of the jets with a loop over jets x particles per event
 event that is a third of the clustering time. ``native/antikt.cpp`` clusters each event with
 the same FastJet library and jet definition (anti-kT, R, Best strategy, E scheme) and reads
 the constituents with ``ClusterSequence::particle_jet_indices``: the jets and constituents
-are identical, bit for bit (tests/test_simulation.py).
+are identical, bit for bit (tests/test_fastjet_native.py).
 
 The shared library is compiled once per (source, fastjet installation, compiler) into
 ``cache_dir("native")`` with ``$CXX`` (default ``c++``). Without a compiler, or if the build

@@ -8,7 +8,7 @@
 //
 // The jet definition is FastJet's default for (algorithm, R): Best strategy, E scheme, as
 // fastjet.JetDefinition(fastjet.antikt_algorithm, R) builds it. C linkage (ctypes); no
-// exception crosses it: errors come back as a non-zero code and a message.
+// exception crosses it: errors come back as a null handle and a message.
 #include <cstdint>
 #include <cstring>
 #include <exception>

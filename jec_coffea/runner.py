@@ -99,19 +99,34 @@ class ChunkFailedError(JecCoffeaError, RuntimeError):
 # --- schemas ----------------------------------------------------------------------------------
 
 
-class _NanoAOD(NanoAODSchema):
+class _KeepFileBranches:
+    """Keep the file's Photon_mass and Photon_charge: coffea's NanoAOD schemas overwrite
+    them with constants, warning per file and chunk, even where the file stores them (every
+    shared NanoAOD and PFNano file with photons does); files without them still get coffea's."""
+
+    full_like_items: ClassVar[dict]
+
+    def __init__(self, base_form: dict, *args: Any, **kwargs: Any) -> None:
+        names = set(base_form.get("fields", ()))
+        self.full_like_items = {
+            k: v for k, v in type(self).full_like_items.items() if k not in names
+        }
+        super().__init__(base_form, *args, **kwargs)  # type: ignore[call-arg]
+
+
+class _NanoAOD(_KeepFileBranches, NanoAODSchema):
     error_missing_event_ids = False
     warn_missing_crossrefs = (
         False  # e.g. Electron_photonIdx without Photon: not used here
     )
 
 
-class _PFNano(PFNanoAODSchema):
+class _PFNano(_KeepFileBranches, PFNanoAODSchema):
     error_missing_event_ids = False
     warn_missing_crossrefs = False
 
 
-class _OldPFNano(OldPFNanoAODSchema):
+class _OldPFNano(_KeepFileBranches, OldPFNanoAODSchema):
     error_missing_event_ids = False
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import dask
 import hist
@@ -29,7 +30,6 @@ pytestmark = [
     pytest.mark.shared_data,
     # coffea's schemas warn about cross-references these test files lack
     pytest.mark.filterwarnings("ignore:Missing cross-reference index:RuntimeWarning"),
-    pytest.mark.filterwarnings("ignore:Branch .* already exists:RuntimeWarning"),
     pytest.mark.filterwarnings("ignore:Found duplicate branch:RuntimeWarning"),
     pytest.mark.filterwarnings("ignore:Missing event_ids:RuntimeWarning"),
 ]
@@ -47,6 +47,28 @@ HISTOGRAMS = (
     "corrected_pt",
     "correction_factor",
 )
+
+
+@pytest.mark.parametrize(
+    "name", [DIMUON, OLD, PFNANO, "nanoaod/skhep_nanoAOD_2015_CMS_Open_Data_ttbar.root"]
+)
+def test_layout_schema_keeps_the_photon_branches_of_the_file(shared_data, name):
+    """coffea's NanoAOD schemas overwrite Photon_mass/charge with constants and warn (per
+    file and chunk); LayoutSchema keeps the file's values (coffea still fills them where a
+    file lacks them: every shared file with photons has both)."""
+    import awkward as ak
+    from coffea.nanoevents import NanoEventsFactory
+
+    path = str(shared_data / name)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", "Branch .* already exists", RuntimeWarning)
+        events = NanoEventsFactory.from_root(
+            {path: "Events"}, schemaclass=LayoutSchema, mode="eager", entry_stop=200
+        ).events()
+    tree = uproot.open(path)["Events"]
+    for field in ("mass", "charge"):
+        want = ak.flatten(tree[f"Photon_{field}"].array(entry_stop=200))
+        assert ak.all(ak.flatten(events.Photon[field]) == want), field
 
 
 @pytest.fixture(scope="module")

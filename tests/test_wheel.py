@@ -87,6 +87,11 @@ def test_wheel_holds_every_shipped_file(wheel):
     )
     assert "jec_coffea/shipped_models/deepsets.onnx" in expected
     assert "jec_coffea/shipped_models/deepsets.md" in expected, "deepsets has no card"
+    # simulate needs the packaged detector and the C++ source of its clustering
+    expected += [
+        "jec_coffea/simulation/detector.yaml",
+        "jec_coffea/simulation/native/antikt.cpp",
+    ]
     missing = [n for n in expected if n not in names]
     assert not missing, f"not in {wheel.name}: {missing}"
 

@@ -125,16 +125,12 @@ def test_explicit_python_path(monkeypatch, fresh_library):
     assert not list(fresh_library.glob("native/*"))  # nothing compiled
 
 
-def test_unwritable_cache_falls_back_with_a_warning(monkeypatch, tmp_path, caplog):
-    blocker = tmp_path / "not-a-folder"
+def test_unwritable_cache_falls_back_with_a_warning(fresh_library, monkeypatch, caplog):
+    blocker = fresh_library / "not-a-folder"
     blocker.write_text("")
     monkeypatch.setenv("JEC_COFFEA_CACHE", str(blocker))
-    fastjet_native.library.cache_clear()
-    try:
-        with caplog.at_level(logging.WARNING, logger=fastjet_native.__name__):
-            assert fastjet_native.library() is None
-    finally:
-        fastjet_native.library.cache_clear()
+    with caplog.at_level(logging.WARNING, logger=fastjet_native.__name__):
+        assert fastjet_native.library() is None
     assert "not-a-folder" in caplog.text
 
 

@@ -94,6 +94,17 @@ class CellGrid:
         return eta, phi
 
 
+def _per_band(calo: Calorimeter, field: str) -> np.ndarray:
+    """A setting of every |eta| band: the band's own, else the calorimeter's."""
+    default = getattr(calo, field)
+    return np.array(
+        [
+            default if getattr(r, field) is None else getattr(r, field)
+            for r in calo.regions
+        ]
+    )
+
+
 def cell_noise(
     calo: Calorimeter, grid: CellGrid, cell: np.ndarray
 ) -> tuple[np.ndarray | float, np.ndarray | float]:
@@ -101,17 +112,8 @@ def cell_noise(
     when no band sets its own)."""
     if all(r.noise_gev is None and r.threshold_gev is None for r in calo.regions):
         return calo.noise_gev, calo.threshold_gev
-    noise = np.array(
-        [calo.noise_gev if r.noise_gev is None else r.noise_gev for r in calo.regions]
-    )
-    threshold = np.array(
-        [
-            calo.threshold_gev if r.threshold_gev is None else r.threshold_gev
-            for r in calo.regions
-        ]
-    )
     band = np.clip(np.searchsorted(grid.first, cell, side="right") - 1, 0, None)
-    return noise[band], threshold[band]
+    return _per_band(calo, "noise_gev")[band], _per_band(calo, "threshold_gev")[band]
 
 
 def resolution_terms(
@@ -121,29 +123,16 @@ def resolution_terms(
     (scalars when no band sets its own)."""
     if all(r.stochastic is None and r.constant is None for r in calo.regions):
         return calo.stochastic, calo.constant
-    stochastic = np.array(
-        [
-            calo.stochastic if r.stochastic is None else r.stochastic
-            for r in calo.regions
-        ]
-    )
-    constant = np.array(
-        [calo.constant if r.constant is None else r.constant for r in calo.regions]
-    )
     edges = np.array([r.eta_max for r in calo.regions[:-1]])
     band = np.searchsorted(edges, np.abs(eta), side="right")
-    return stochastic[band], constant[band]
+    return _per_band(calo, "stochastic")[band], _per_band(calo, "constant")[band]
 
 
-def resolution(
-    calo: Calorimeter, energy: np.ndarray, eta: np.ndarray | None = None
-) -> np.ndarray:
-    """Absolute energy resolution sigma(E) [GeV] (stochastic, constant and noise terms),
-    with the terms of the band at ``eta`` when given."""
+def resolution(calo: Calorimeter, energy: np.ndarray, eta: np.ndarray) -> np.ndarray:
+    """Absolute energy resolution sigma(E) [GeV] (stochastic, constant and noise terms)
+    with the terms of the band at ``eta``."""
     e = np.maximum(energy, 1e-6)
-    a, b = (
-        (calo.stochastic, calo.constant) if eta is None else resolution_terms(calo, eta)
-    )
+    a, b = resolution_terms(calo, eta)
     return np.sqrt(a**2 * e + (b * e) ** 2 + calo.noise_gev**2)
 
 

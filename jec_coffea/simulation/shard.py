@@ -186,8 +186,8 @@ def simulate(
             "pile-up library: %d events (mean mu %.1f)", lib.size, config.pileup.mean_mu
         )
     # compiled here once, so that the shard processes find it built (or warn once here)
-    if fastjet_native.library() is not None:
-        log.info("clustering: FastJet through %s", fastjet_native.build().name)
+    if (native := fastjet_native.library()) is not None:
+        log.info("clustering: FastJet through %s", Path(native._name).name)
     shares = _split(n_jets, n_shards)
     paths = [str(out / f"sim_{seed}_{k:03d}.root") for k in range(n_shards)]
     workers = workers or min(n_shards, mp.cpu_count())

@@ -573,6 +573,25 @@ def test_gaussian_core_ignores_tails():
     assert np.isnan(gaussian_core(np.ones(5))[1])
 
 
+def test_core_resolution_error_is_the_sampling_spread():
+    """The bootstrap error of the core sigma/mean matches its spread over independent
+    samples (what decides whether a (b) cell at 0.68 misses 0.7 by more than statistics)."""
+    from jec_coffea.simulation.validation import _bootstrap_core_error, gaussian_core
+
+    rng = np.random.default_rng(3)
+
+    def sample():  # 1,000 jets: a Gaussian core of 8% and a 10% low tail
+        core = rng.normal(1.0, 0.08, 900)
+        return np.concatenate([core, rng.normal(0.85, 0.25, 100)])
+
+    spread = np.std([np.divide(*gaussian_core(sample())[::-1]) for _ in range(300)])
+    errors = [_bootstrap_core_error(sample()) for _ in range(10)]
+    assert np.median(errors) == pytest.approx(spread, rel=0.25)
+    assert all(0.4 * spread < e < 4 * spread for e in errors)
+    assert 0.001 < spread < 0.005  # ~ 0.08 / sqrt(2 x 900) x the truncation's loss
+    assert np.isnan(_bootstrap_core_error(np.ones(5)))
+
+
 def test_validate_measures_cms_offset_slope_on_the_same_jets(sim_sample, shared_data):
     """(d) is printed beside the slope CMS's own L1FastJet gives for the same jets."""
     from jec_coffea.simulation.validation import validate
@@ -589,6 +608,16 @@ def test_validate_measures_cms_offset_slope_on_the_same_jets(sim_sample, shared_
     assert ref.value == pytest.approx(ours / cms, rel=2e-3)
     assert "|eta| 1.3-2.5" in ref.detail
     assert "bootstrap" in checks["(c) median R(g) - R(uds), 30-50 GeV"].detail
+    # (b)'s extremes name their cell, with the cell's statistical error
+    for what, pick in (("min", min), ("max", max)):
+        chk = checks[f"(b) core resolution / JER, {what}"]
+        cell = pick(rep.response_table, key=lambda r: r["res_ratio"])
+        assert chk.value == cell["res_ratio"]
+        assert (
+            f"|eta| {cell['eta']}, pT_gen {cell['pt']} GeV, {cell['n']} jets"
+            in chk.detail
+        )
+        assert 0 < cell["res_ratio_err"] < 0.5 * cell["res_ratio"]
 
 
 def test_validate_sim_derives_the_l1l2_of_the_sample(sim_sample, shared_data, capsys):

@@ -139,7 +139,7 @@ def run(console: Console, args: argparse.Namespace) -> int:
             *(f"{r[f]:.3f}" for f in ("uds", "c", "b", "g")),
             f"{r['l1l2']:.3f}", f"{r['inv_over_l1l2']:.3f}", f"{r['ours_over_cms']:.3f}",
             f"{r['res']:.3f}", f"{r['jer']:.3f}",
-            f"{r['res_ratio']:.2f}",
+            f"{r['res_ratio']:.2f} ± {r['res_ratio_err']:.2f}",
         )  # fmt: skip
     console.print(t)
     if rep.fine_eta_table:
@@ -176,7 +176,9 @@ def _fine_eta(rows: list[dict]):
             (r,) = (x for x in rows if x["eta"] == eta and x["pt"] == pt)
             ok = r["ratio"] == r["ratio"]  # not NaN
             cells.append(
-                f"{r['res']:.3f} / {r['jer']:.3f} = {r['ratio']:.2f}" if ok else ""
+                f"{r['res']:.3f} / {r['jer']:.3f} = {r['ratio']:.2f} ± {r['ratio_err']:.2f}"
+                if ok
+                else ""
             )
         t.add_row(eta, *cells)
     return t

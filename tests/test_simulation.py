@@ -608,6 +608,7 @@ def test_validate_measures_cms_offset_slope_on_the_same_jets(sim_sample, shared_
     assert ref.value == pytest.approx(ours / cms, rel=2e-3)
     assert "|eta| 1.3-2.5" in ref.detail
     assert "bootstrap" in checks["(c) median R(g) - R(uds), 30-50 GeV"].detail
+    assert "median g - uds" in checks["(c) neHEF(g) - neHEF(uds)"].detail
     # (b)'s extremes name their cell, with the cell's statistical error
     for what, pick in (("min", min), ("max", max)):
         chk = checks[f"(b) core resolution / JER, {what}"]

@@ -261,7 +261,8 @@ class ParticleFlow(_Model):
 
     neutral_excess_nsigma: float = Field(ge=0)
     hadron_calibration: Literal["full", "linear", "none"] = Field(
-        description="full: inverse mean pi/e(E) per cluster; linear: one factor 1/(pi/e) at "
+        description="full: inverse mean pi/e(E) of each PF cluster's measured energy (cells "
+        "calibrated as 'linear' for clustering); linear: one factor 1/(pi/e) at "
         "calibration_ref_gev (low-energy clusters stay under-corrected); none: raw energy"
     )
     calibration_ref_gev: float = Field(gt=0, description="reference energy of 'linear'")

@@ -287,11 +287,13 @@ def pf_layer(
     noise, threshold = cell_noise(calo, grid, tcl)
     e_meas = e_meas + noise * rng.standard_normal(len(e_meas))
     e_meas = np.where(e_meas > threshold, e_meas, 0.0)
+    # cells carry the linear calibration (clustering, positions); "full" calibrates each PF
+    # cluster for the energy it measures, below, as CMS PF does [PF sec. 6.2.2]: a cell holds
+    # a share of a shower and pile-up, and calibrating it for its own energy would inflate both
+    full = pf.hadron_calibration == "full" and not em_layer
     if em_layer:
         e_cal = e_meas / det.em_response
-    elif pf.hadron_calibration == "full":
-        e_cal = invert_hadron_response(resp_cfg, e_meas)
-    elif pf.hadron_calibration == "linear":
+    elif pf.hadron_calibration in ("full", "linear"):
         e_cal = e_meas / hadron_response(resp_cfg, np.asarray(pf.calibration_ref_gev))
     else:  # uncalibrated: compare with the tracks' expected (non-compensated) deposit
         e_cal = e_meas
@@ -316,6 +318,8 @@ def pf_layer(
     u_cal, u_trk, u_true, u_pu, u_ntrue, u_npu = (
         per_unit(v) for v in (e_cal, e_trk, e_true, e_pu, n_true, n_pu)
     )
+    if full:
+        u_cal = invert_hadron_response(resp_cfg, per_unit(e_meas))
     pu_frac = np.where(
         u_ntrue > 0,
         u_npu / np.maximum(u_ntrue, 1e-300),

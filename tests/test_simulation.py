@@ -621,6 +621,67 @@ def test_validate_measures_cms_offset_slope_on_the_same_jets(sim_sample, shared_
         assert 0 < cell["res_ratio_err"] < 0.5 * cell["res_ratio"]
 
 
+def test_validate_sim_writes_the_report_as_json(
+    sim_sample, shared_data, capsys, tmp_path
+):
+    """--json writes what the tables print, the checks with pass/fail and errors, and the
+    sample's detector hash and seed; strict JSON (NaN as null). An unwritable path is a bad
+    input naming the file, after the tables are printed (nothing computed is lost)."""
+    import json
+
+    from jec_coffea.cli import main
+    from jec_coffea.simulation import detector_hash
+
+    jec = str(shared_data / "jec" / "textfiles" / "pocketcoffea")
+    out = tmp_path / "realism.json"
+    argv = [
+        "validate-sim",
+        str(sim_sample),
+        "--jec-dir",
+        jec,
+        "--no-derive",
+        "--fine-eta",
+    ]
+    status = main([*argv, "--json", str(out)])
+    printed = capsys.readouterr().out
+    assert f"wrote {out}" in printed
+
+    def no_nan(token):
+        msg = f"{token} in the JSON"
+        raise AssertionError(msg)
+
+    doc = json.loads(out.read_text(), parse_constant=no_nan)
+    assert doc["format_version"] == 1
+    assert doc["sample"]["detectors"] == [
+        {"name": "cms-like-run2-v2", "sha256": detector_hash(default_detector())}
+    ]
+    assert doc["sample"]["seeds"] == [7]
+    assert doc["references"]["jer"] == "Summer19UL17_JRV3_MC_PtResolution_AK4PFchs"
+    assert doc["derived_l1l2"] is False
+    assert status == (0 if doc["passed"] else 1)
+    names = [c["name"] for c in doc["checks"]]
+    assert "(b) core resolution / JER, min" in names
+    for c in doc["checks"]:
+        low, high = c["low"], c["high"]  # null: no bound (neHEF's upper one)
+        assert c["passed"] == (
+            c["value"] is not None
+            and (low is None or low <= c["value"])
+            and (high is None or c["value"] <= high)
+        )
+        assert (f"{c['value']:.4f}" if c["value"] is not None else "nan") in printed
+    assert 0 < len(doc["response_table"]) <= 10  # cells of >= 50 jets
+    assert all("res_ratio_err" in r for r in doc["response_table"])
+    assert len(doc["fine_eta_table"]) == 24
+    assert not list(tmp_path.glob(".*.tmp"))
+
+    bad = tmp_path / "no-such-folder" / "realism.json"
+    assert main([*argv, "--json", str(bad)]) == 2
+    captured = capsys.readouterr()
+    assert str(bad) in captured.err
+    assert "cannot write the report" in captured.err
+    assert "realism checks" in captured.out  # the tables came first
+
+
 def test_validate_sim_derives_the_l1l2_of_the_sample(sim_sample, shared_data, capsys):
     """(a) compares the L1L2 derived on the sample with CMS's and (b) is after it; with
     --no-derive both fall back (median-response table, CMS's L1FastJet), and a standard

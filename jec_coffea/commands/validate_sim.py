@@ -79,6 +79,14 @@ def setup(parser: argparse.ArgumentParser) -> None:
         help="also print the core resolution / JER in 8 |eta| bins x 3 pT bins",
     )
     parser.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="also write the report (tables, checks with errors, the sample's detector and "
+        "seeds) as JSON",
+    )
+    parser.add_argument(
         "--no-derive",
         action="store_true",
         help="do not derive the L1L2: (a) compares the inverse median response, (b) uses "
@@ -153,6 +161,9 @@ def run(console: Console, args: argparse.Namespace) -> int:
             "[green]pass" if chk.passed else "[red]FAIL", chk.detail,
         )  # fmt: skip
     console.print(c)
+    if args.json is not None:
+        rep.to_json(args.json)
+        console.print(f"wrote {args.json}")
     return 0 if rep.passed else 1
 
 

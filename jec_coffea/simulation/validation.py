@@ -27,9 +27,11 @@ Summer19UL17_JRV3_MC PtResolution AK4PFchs, both evaluated through coffea's
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +41,14 @@ import uproot
 
 from ..errors import InputFileError
 
-__all__ = ["Check", "ValidationReport", "gaussian_core", "load_jets", "validate"]
+__all__ = [
+    "Check",
+    "ValidationReport",
+    "gaussian_core",
+    "load_jets",
+    "sample_provenance",
+    "validate",
+]
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +97,80 @@ class ValidationReport:
     checks: list[Check] = field(default_factory=list)
     fine_eta_table: list[dict] = field(default_factory=list)
     """Core resolution / JER in FINE_ETA_EDGES x FINE_ETA_PT_BINS (when asked for)."""
+    sample: dict = field(default_factory=dict)
+    """How the files were made (:func:`sample_provenance`): detector, its hash, seeds."""
 
     @property
     def passed(self) -> bool:
         """All checks passed."""
         return all(c.passed for c in self.checks)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as plain data: what ``validate-sim --json`` writes, so that detector
+        variants can be compared by a script rather than by reading tables. Values that
+        could not be measured are None, and so is a check's missing bound (infinite)."""
+        from ..metrics._records import _clean
+
+        return _clean(
+            {
+                "format_version": REPORT_FORMAT_VERSION,
+                "sample": self.sample,
+                "references": {"l1": JEC_L1, "l2": JEC_L2, "jer": JER},
+                "n_jets": self.n_jets,
+                "mean_rho": self.mean_rho,
+                "derived_l1l2": self.derived,
+                "passed": self.passed,
+                "checks": [{**asdict(c), "passed": c.passed} for c in self.checks],
+                "response_table": self.response_table,
+                "fine_eta_table": self.fine_eta_table,
+            }
+        )
+
+    def to_json(self, path: str | Path) -> None:
+        """Write :meth:`to_dict` to ``path`` (through a temporary file: never half-written).
+
+        Raises
+        ------
+        InputFileError
+            If ``path`` cannot be written (the message names it).
+        """
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            tmp.write_text(json.dumps(self.to_dict(), indent=1), encoding="utf-8")
+            tmp.replace(path)
+        except OSError as err:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise InputFileError(str(path), f"cannot write the report: {err}") from err
+
+
+REPORT_FORMAT_VERSION = 1
+"""Version of :meth:`ValidationReport.to_dict`'s layout."""
+
+
+def sample_provenance(paths: list[str | Path]) -> dict:
+    """Detector name and SHA-256, seeds and producer of jec-coffea simulated files.
+
+    Files without jec-coffea metadata (a sample made elsewhere) give an empty dict; files of
+    different detectors are listed as such rather than merged silently."""
+    from .writer import read_metadata
+
+    metas = []
+    for p in paths:
+        try:
+            metas.append(read_metadata(p))
+        except InputFileError:
+            return {}
+    detectors = sorted(
+        {(m["config"]["detector"]["name"], m["detector_sha256"]) for m in metas}
+    )
+    return {
+        "detectors": [{"name": n, "sha256": h} for n, h in detectors],
+        "seeds": sorted({m["seed"] for m in metas}),
+        "producer": sorted({m["producer"] for m in metas}),
+        "files": [str(p) for p in paths],
+    }
 
 
 def load_jets(paths: list[str | Path]) -> dict[str, np.ndarray]:
@@ -241,7 +319,10 @@ def validate(
             dtype=np.float64,
         )
     rep = ValidationReport(
-        n_jets=len(resp), mean_rho=mean_rho, derived=standard is not None
+        n_jets=len(resp),
+        mean_rho=mean_rho,
+        derived=standard is not None,
+        sample=sample_provenance(paths),
     )
     ratios = []
     for elo, ehi in ETA_BINS:

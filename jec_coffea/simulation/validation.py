@@ -162,13 +162,17 @@ def sample_provenance(paths: list[str | Path]) -> dict:
             metas.append(read_metadata(p))
         except InputFileError:
             return {}
-    detectors = sorted(
-        {(m["config"]["detector"]["name"], m["detector_sha256"]) for m in metas}
-    )
+
+    def detector(m: dict) -> tuple[str, str]:
+        name = m.get("config", {}).get("detector", {}).get("name", "")
+        return str(name), str(m.get("detector_sha256", ""))
+
     return {
-        "detectors": [{"name": n, "sha256": h} for n, h in detectors],
-        "seeds": sorted({m["seed"] for m in metas}),
-        "producer": sorted({m["producer"] for m in metas}),
+        "detectors": [
+            {"name": n, "sha256": h} for n, h in sorted({detector(m) for m in metas})
+        ],
+        "seeds": sorted({m["seed"] for m in metas if "seed" in m}),
+        "producer": sorted({str(m.get("producer", "")) for m in metas}),
         "files": [str(p) for p in paths],
     }
 

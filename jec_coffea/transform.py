@@ -9,6 +9,8 @@ graph (the torch module of :meth:`Transform.to_torch` is placed in front of the 
 2. a linear scaling ``(y - centre) * scale`` fitted on the training sample with robust
    estimators: ``centre`` is the median and ``scale`` the inverse of half the 16-84% quantile
    width (``"quantile68"``, weaver's choice) or of the inter-quartile range (``"iqr"``).
+   A feature with one value over the whole training sample gets ``scale`` 0: the network
+   cannot learn from it, and any sample then gives it the value it had in training (0).
 
 Padded constituent slots (mask 0) are excluded from the fit and are exactly 0 after the
 transform (the output is multiplied by the mask), so that sum pooling ignores them. Values
@@ -443,6 +445,22 @@ class Transform(_Model):
                     groups[group][name] = ft
                     continue
                 y = ft.chain_numpy(col)
+                if y.size and y.min() == y.max():
+                    # a network learns nothing from a feature that never varies, and a
+                    # weight it never trained would meet the first sample where it does
+                    # (puppiWeight is 1 for every simulated candidate, not in CMS PFNano):
+                    # scale 0 gives it the training value, 0, whatever the input
+                    logger.warning(
+                        "transform fit: %s is %.6g for all %d entries; scale 0: the "
+                        "network sees 0 for it on any sample",
+                        where,
+                        y[0],
+                        y.size,
+                    )
+                    groups[group][name] = ft.model_copy(
+                        update={"centre": float(y[0]), "scale": 0.0}
+                    )
+                    continue
                 centre, scale = _robust_scale(y, ft.scaling, where)
                 logger.info(
                     "transform fit: %s over %d entries: centre %.6g, scale %.6g",

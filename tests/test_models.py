@@ -180,6 +180,43 @@ def test_fit_excludes_padding_and_padding_stays_zero(data):
     assert iqr.groups["charged"]["rel_pt"].scale == pytest.approx(1.0 / (q75 - q25))
 
 
+def test_feature_constant_in_training_gets_scale_zero(caplog, tmp_path):
+    """A feature with one value over the training sample (puppiWeight of the simulated
+    samples) is mapped to 0 on any sample: the network never learned from it, so a real
+    PFNano's weights below 1 must not reach it. A feature that varies keeps its scale."""
+    spec = FeatureSpec(
+        jet=["eta"],
+        constituents={"neutral": ["rel_pt", "puppi_weight"]},
+        max_constituents={"neutral": 4},
+    )
+    n = 50
+    rng = np.random.default_rng(0)
+    train = {
+        "jet": rng.normal(size=(n, 1)).astype(np.float32),
+        "neutral": np.stack(
+            [rng.uniform(0.01, 0.5, (n, 4)), np.ones((n, 4))], axis=-1
+        ).astype(np.float32),
+        "neutral_mask": np.ones((n, 4), np.float32),
+    }
+    train["neutral"][:, 3, 1] = 0.3  # in a padded slot: not part of the training sample
+    train["neutral_mask"][:, 3] = 0.0
+    with caplog.at_level("WARNING", logger="jec_coffea.transform"):
+        t = Transform.from_spec(spec).fit(train)
+    ft = t.groups["neutral"]["puppi_weight"]
+    assert (ft.centre, ft.scale) == (1.0, 0.0)
+    assert "neutral/puppi_weight is 1 for all 150 entries" in caplog.text
+    assert t.groups["neutral"]["rel_pt"].scale > 0
+    real = {k: v.copy() for k, v in train.items()}
+    real["neutral"][..., 1] = rng.uniform(0.0, 1.0, (n, 4))  # CMS PUPPI weights
+    a, b = t.apply_numpy(train), t.apply_numpy(real)
+    np.testing.assert_array_equal(a["neutral"], b["neutral"])
+    assert np.all(b["neutral"][..., 1] == 0.0)
+    with torch.no_grad():
+        out = t.to_torch()(as_torch(real))
+    np.testing.assert_allclose(out["neutral"].numpy(), b["neutral"], atol=2e-6, rtol=0)
+    assert Transform.from_yaml(t.to_yaml(tmp_path / "transform.yaml")) == t
+
+
 def test_transform_chain_defaults_categories_and_bounds():
     spec = FeatureSpec(
         jet=["pt_raw"],

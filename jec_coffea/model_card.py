@@ -521,7 +521,8 @@ def _transform(path: Path) -> list[str]:
         (
             f"sha256 `{_sha256(path)}`; (y - centre) x scale of the manual steps' output y, clipped to the "
             "bounds; centre and scale fitted (median, inverse half 16-84% width) on the "
-            "training jets, padding excluded."
+            "training jets, padding excluded; scale 0: the feature had one value over all "
+            "training jets, so the network sees 0 for it on any sample."
         ),
         "",
         *_table(_TRANSFORM_HEADER, rows),

@@ -6,6 +6,7 @@ reader's tensors (``read_jet_table`` + ``to_tensors``).
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import warnings
 from pathlib import Path
@@ -424,3 +425,27 @@ def test_from_shipped_lists_what_is_shipped(models, tmp_path, monkeypatch):
     assert corrector.spec == DS_SPEC
     with pytest.raises(InputFileError, match="installed shipped models: deepsets"):
         DNNJetCorrector.from_shipped("particlenet")
+
+
+@pytest.mark.parametrize("name", ["deepsets", "particlenet"])
+def test_shipped_models_ignore_puppi_weights_they_never_saw_vary(name, shared_data):
+    """puppiWeight is 1 for every candidate of the simulated training samples, so the
+    shipped models give it scale 0: on the real PFNano (weights below 1 for most neutral
+    candidates) their corrections equal those with every weight set to 1."""
+    corrector = DNNJetCorrector.from_shipped(name)
+    groups = corrector.metadata["transform"]["groups"]
+    assert groups["charged"]["puppi_weight"]["scale"] == 0.0
+    table = read_jet_table(shared_data / PFNANO)
+    jets = table.jets
+    weights = ak.to_numpy(ak.flatten(jets.neutral.puppiWeight))
+    assert np.mean(weights < 0.999) > 0.5  # real PUPPI weights
+    ones = jets
+    for group in ("charged", "neutral"):
+        constituents = ak.with_field(
+            jets[group], ak.ones_like(jets[group].puppiWeight), "puppiWeight"
+        )
+        ones = ak.with_field(ones, constituents, group)
+    pinned = dataclasses.replace(table, jets=ones)
+    np.testing.assert_array_equal(
+        corrector.log_correction(table), corrector.log_correction(pinned)
+    )

@@ -12,7 +12,8 @@ Summer19UL17_JRV3_MC PtResolution AK4PFchs, both evaluated through coffea's
     it (the median-response table the issue allows until the standard exists);
 (b) Gaussian-core resolution after L1L2 (iterative +-1.5 sigma core estimate, see
     gaussian_core) vs PtResolution at each jet's eta, rho and pT_gen (median over the bin):
-    ratio within 0.7-1.4. After the derived L1L2; without one, after CMS's L1FastJet alone
+    ratio within 0.7-1.4, each with its bootstrap error (the check names the extreme cells).
+    After the derived L1L2; without one, after CMS's L1FastJet alone
     (it removes the pile-up offset's spread with rho; CMS's L2Relative would add the eta
     structure of CMS's response, not of the sample's, to the spread);
 (c) g - uds median raw response at 30-50 GeV, |eta| < 1.3, between -8% and -1%, and

@@ -34,6 +34,7 @@ from .config import DetectorConfig
 from .generator import NEUTRINOS, Particles, _offsets
 from .material import nuclear_interactions, photon_conversions
 from .pflow import pf_layer
+from .puppi import PUPPI_UL, puppi_weights
 from .vertices import Collection, secondary_vertices
 
 __all__ = ["Collection", "DetectorOutput", "charge_of", "simulate_detector"]
@@ -496,7 +497,7 @@ def simulate_detector(
         "d0Err": np.concatenate([d0_err, neg1]),
         "dz": np.concatenate([dz_pv, neg1]),
         "dzErr": np.concatenate([dz_err, neg1]),
-        "puppiWeight": np.ones(n_t + n_n),
+        "puppiWeight": np.zeros(n_t + n_n),  # filled below
         "pvAssocQuality": np.concatenate([quality, np.full(n_n, 7)]).astype(np.int32),
         "lostInnerHits": np.concatenate([lost, np.full(n_n, -1)]).astype(np.int32),
         "trkChi2": np.concatenate([chi2, neg1]),
@@ -504,9 +505,21 @@ def simulate_detector(
         "pu_frac": np.concatenate([is_pu[it].astype(np.float64), n_pu_frac]),
     }
     cand_ev = np.concatenate([t_ev, n_ev_idx])
+    # PUPPI counts a charged candidate from the PV if it is associated to it, or to no
+    # vertex and within DeltaZCut of it
+    puppi_pv = (assoc & ~to_pu) | (~assoc & (np.abs(dz_pv) < PUPPI_UL.delta_z_cut_cm))
+    puppi_pv = np.concatenate([puppi_pv, np.ones(n_n, bool)])
     order = np.argsort(cand_ev, kind="stable")
     data = {k: v[order] for k, v in data.items()}
-    cands = Collection(data, _offsets(np.bincount(cand_ev, minlength=n_ev)))
+    offsets = _offsets(np.bincount(cand_ev, minlength=n_ev))
+    data["puppiWeight"] = puppi_weights(
+        offsets,
+        (data["pt"], data["eta"], data["phi"]),
+        data["charge"] != 0,
+        puppi_pv[order],
+        npvs,
+    )
+    cands = Collection(data, offsets)
 
     # ---- secondary vertices -----------------------------------------------------------------
     svs = secondary_vertices(

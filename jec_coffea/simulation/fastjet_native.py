@@ -8,6 +8,9 @@ the same FastJet library and jet definition (anti-kT, R, Best strategy, E scheme
 the constituents with ``ClusterSequence::particle_jet_indices``: the jets and constituents
 are identical, bit for bit (tests/test_fastjet_native.py).
 
+The same library sums PUPPI's neighbour metric (``jcpp_puppi_alpha``, used by
+:mod:`jec_coffea.simulation.puppi`; numpy without it).
+
 The shared library is compiled once per (source, fastjet installation, compiler) into
 ``cache_dir("native")`` with ``$CXX`` (default ``c++``). Without a compiler, or if the build
 fails, :func:`library` returns None with a warning that says why, and
@@ -32,7 +35,7 @@ import numpy as np
 from .. import extras
 from .generator import cache_dir
 
-__all__ = ["NativeBuildError", "build", "cluster_batch", "library"]
+__all__ = ["NativeBuildError", "build", "cluster_batch", "library", "puppi_alpha_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +130,43 @@ def library() -> ctypes.CDLL | None:
     lib.jcfj_take_jets.restype = None
     lib.jcfj_take_jets.argtypes = [ptr, ptr]
     lib.jcfj_silence_banner.restype = None
+    lib.jcpp_puppi_alpha.restype = ctypes.c_int
+    lib.jcpp_puppi_alpha.argtypes = [ctypes.c_int64, *[ptr] * 7, ctypes.c_double, ptr]
     lib.jcfj_silence_banner()
     return lib
+
+
+def puppi_alpha_batch(
+    lib: ctypes.CDLL,
+    targets: tuple[np.ndarray, np.ndarray, np.ndarray],
+    sources: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    radius: float,
+) -> np.ndarray:
+    """PUPPI's alpha of ``targets`` = (offsets, eta, phi) against ``sources`` = (offsets,
+    eta, phi, pT), both grouped by event with offsets of the same events
+    (:func:`jec_coffea.simulation.puppi.alpha` documents the metric)."""
+    t_off, t_eta, t_phi = (
+        np.ascontiguousarray(a, d) for a, d in zip(targets, _TYPES[:3], strict=True)
+    )
+    s_off, s_eta, s_phi, s_pt = (
+        np.ascontiguousarray(a, d) for a, d in zip(sources, _TYPES, strict=True)
+    )
+    if len(t_off) != len(s_off):
+        msg = f"targets of {len(t_off) - 1} events, sources of {len(s_off) - 1}"
+        raise ValueError(msg)
+    out = np.empty(len(t_eta))
+    status = lib.jcpp_puppi_alpha(
+        len(t_off) - 1, t_off.ctypes.data, t_eta.ctypes.data, t_phi.ctypes.data,
+        s_off.ctypes.data, s_eta.ctypes.data, s_phi.ctypes.data, s_pt.ctypes.data,
+        float(radius), out.ctypes.data,
+    )  # fmt: skip
+    if status != 0:
+        msg = "PUPPI alpha: out of memory in the C++ neighbour search"
+        raise MemoryError(msg)
+    return out
+
+
+_TYPES = (np.int64, np.float64, np.float64, np.float64)
 
 
 def cluster_batch(

@@ -10,6 +10,7 @@ exceeds its share by at most the target jets of one event).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import multiprocessing as mp
@@ -29,6 +30,7 @@ from . import fastjet_native
 from .config import SimulationConfig, detector_hash
 from .generator import MinBiasLibrary
 from .pipeline import STAGES, EventSimulator, heap_reuse
+from .puppi import PUPPI_UL
 from .writer import DEFAULT_COMPRESSION, PFNanoWriter, parse_compression
 
 __all__ = ["ShardResult", "run_shard", "simulate", "write_dataset_yaml"]
@@ -80,6 +82,7 @@ def metadata(config: SimulationConfig, seed: int, shard: int, n_shards: int) -> 
         "detector_sha256": detector_hash(config.detector),
         "config": config.model_dump(mode="json"),
         "truth_definitions": TRUTH_DEFINITIONS,
+        "puppi": dataclasses.asdict(PUPPI_UL),
     }
 
 

@@ -9,6 +9,8 @@
 // The jet definition is FastJet's default for (algorithm, R): Best strategy, E scheme, as
 // fastjet.JetDefinition(fastjet.antikt_algorithm, R) builds it. C linkage (ctypes); no
 // exception crosses it: errors come back as a null handle and a message.
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <exception>
@@ -91,6 +93,86 @@ void jcfj_take_jets(void *handle, double *out) {
     std::memcpy(out, batch->jets.data(), batch->jets.size() * sizeof(double));
   }
   delete batch;
+}
+
+// PUPPI's local metric (CMS algoId 5) of every target: alpha = log of the sum, over the
+// sources j of the same event with 1e-4 <= deltaR^2 < radius^2, of pT_j^2 / deltaR^2; 0 where
+// the sum is 0. Targets and sources are grouped by event ([t_off[i], t_off[i+1]) and
+// [s_off[i], s_off[i+1])); the sources of an event are binned in cells of radius x radius in
+// (eta, phi), so each target visits 3 x 3 cells. Sums run over the cells in (eta, phi) order
+// and over the sources of a cell in input order. Returns 0, or -1 on a memory error.
+int jcpp_puppi_alpha(int64_t n_events, const int64_t *t_off, const double *t_eta,
+                     const double *t_phi, const int64_t *s_off, const double *s_eta,
+                     const double *s_phi, const double *s_pt, double radius,
+                     double *alpha) {
+  const double two_pi = 2.0 * M_PI, r2 = radius * radius;
+  try {
+    std::vector<int64_t> start, cell, fill;
+    std::vector<double> c_eta, c_phi, c_pt2;  // the sources of an event in cell order
+    for (int64_t ev = 0; ev < n_events; ++ev) {
+      const int64_t s0 = s_off[ev], s1 = s_off[ev + 1], t0 = t_off[ev], t1 = t_off[ev + 1];
+      if (s1 <= s0) {
+        for (int64_t t = t0; t < t1; ++t) alpha[t] = 0.0;
+        continue;
+      }
+      double lo = s_eta[s0], hi = s_eta[s0];
+      for (int64_t j = s0; j < s1; ++j) {
+        lo = std::min(lo, s_eta[j]);
+        hi = std::max(hi, s_eta[j]);
+      }
+      const int64_t n_eta = static_cast<int64_t>((hi - lo) / radius) + 1;
+      const int64_t n_phi = std::max<int64_t>(1, static_cast<int64_t>(two_pi / radius));
+      const double w_phi = two_pi / static_cast<double>(n_phi);
+      auto cell_phi = [&](double phi) {
+        int64_t c = static_cast<int64_t>(std::floor((phi + M_PI) / w_phi)) % n_phi;
+        return c < 0 ? c + n_phi : c;
+      };
+      // counting sort of the sources into cells, copied contiguously
+      const size_t n = static_cast<size_t>(s1 - s0);
+      start.assign(static_cast<size_t>(n_eta * n_phi + 1), 0);
+      cell.resize(n);
+      for (int64_t j = s0; j < s1; ++j) {
+        const int64_t ce = std::min<int64_t>(static_cast<int64_t>((s_eta[j] - lo) / radius), n_eta - 1);
+        cell[static_cast<size_t>(j - s0)] = ce * n_phi + cell_phi(s_phi[j]);
+        ++start[static_cast<size_t>(cell[static_cast<size_t>(j - s0)] + 1)];
+      }
+      for (size_t c = 1; c < start.size(); ++c) start[c] += start[c - 1];
+      fill.assign(start.begin(), start.end() - 1);
+      c_eta.resize(n);
+      c_phi.resize(n);
+      c_pt2.resize(n);
+      for (int64_t j = s0; j < s1; ++j) {
+        const size_t k = static_cast<size_t>(fill[static_cast<size_t>(cell[static_cast<size_t>(j - s0)])]++);
+        c_eta[k] = s_eta[j];
+        c_phi[k] = s_phi[j];
+        c_pt2[k] = s_pt[j] * s_pt[j];
+      }
+      const int64_t n_cols = std::min<int64_t>(3, n_phi);  // distinct phi columns to visit
+      for (int64_t t = t0; t < t1; ++t) {
+        const double eta = t_eta[t], phi = t_phi[t];
+        const int64_t ce = static_cast<int64_t>(std::floor((eta - lo) / radius));
+        const int64_t cp = cell_phi(phi);
+        double sum = 0.0;
+        for (int64_t e = std::max<int64_t>(ce - 1, 0); e <= std::min(ce + 1, n_eta - 1); ++e) {
+          for (int64_t k = 0; k < n_cols; ++k) {
+            const int64_t c = e * n_phi + ((cp - 1 + k) % n_phi + n_phi) % n_phi;
+            const int64_t stop = start[static_cast<size_t>(c + 1)];
+            for (int64_t i = start[static_cast<size_t>(c)]; i < stop; ++i) {
+              const double deta = c_eta[static_cast<size_t>(i)] - eta;
+              double dphi = std::fabs(c_phi[static_cast<size_t>(i)] - phi);
+              if (dphi > M_PI) dphi = two_pi - dphi;
+              const double dr2 = deta * deta + dphi * dphi;
+              if (dr2 < r2 && dr2 >= 1e-4) sum += c_pt2[static_cast<size_t>(i)] / dr2;
+            }
+          }
+        }
+        alpha[t] = sum > 0.0 ? std::log(sum) : 0.0;
+      }
+    }
+  } catch (...) {
+    return -1;
+  }
+  return 0;
 }
 
 }  // extern "C"

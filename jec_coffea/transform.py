@@ -219,12 +219,25 @@ def _step_numpy(step: Any, y: np.ndarray) -> np.ndarray:
 
 
 def _robust_scale(values: np.ndarray, method: str, where: str) -> tuple[float, float]:
-    """Median and inverse robust width of ``values`` (1-d, finite)."""
+    """Median and inverse robust width of ``values`` (1-d, finite); scale 0 for a constant,
+    1 for a zero width that is not one."""
     if values.size == 0:
         logger.warning(
             "transform fit: no valid entries for %s; using centre 0, scale 1", where
         )
         return 0.0, 1.0
+    if values.min() == values.max():
+        # a network learns nothing from a feature that never varies, and a weight it never
+        # trained would meet the first sample where it does (puppiWeight was 1 for every
+        # simulated candidate, not in CMS PFNano): scale 0 gives it its training value, 0
+        logger.warning(
+            "transform fit: %s is %.6g for all %d entries; scale 0: the network sees 0 "
+            "for it on any sample",
+            where,
+            values[0],
+            values.size,
+        )
+        return float(values[0]), 0.0
     lo_q, hi_q = (0.16, 0.84) if method == "quantile68" else (0.25, 0.75)
     lo, median, hi = np.quantile(values, [lo_q, 0.5, hi_q])
     width = (hi - lo) / 2.0 if method == "quantile68" else hi - lo
@@ -445,22 +458,6 @@ class Transform(_Model):
                     groups[group][name] = ft
                     continue
                 y = ft.chain_numpy(col)
-                if y.size and y.min() == y.max():
-                    # a network learns nothing from a feature that never varies, and a
-                    # weight it never trained would meet the first sample where it does
-                    # (puppiWeight is 1 for every simulated candidate, not in CMS PFNano):
-                    # scale 0 gives it the training value, 0, whatever the input
-                    logger.warning(
-                        "transform fit: %s is %.6g for all %d entries; scale 0: the "
-                        "network sees 0 for it on any sample",
-                        where,
-                        y[0],
-                        y.size,
-                    )
-                    groups[group][name] = ft.model_copy(
-                        update={"centre": float(y[0]), "scale": 0.0}
-                    )
-                    continue
                 centre, scale = _robust_scale(y, ft.scaling, where)
                 logger.info(
                     "transform fit: %s over %d entries: centre %.6g, scale %.6g",

@@ -479,7 +479,6 @@ def simulate_detector(
         else np.zeros(0)
     )
     n_n = len(n_e)
-    n_t = len(it)
     neg1 = np.full(n_n, -1.0)
     data = {
         "pt": np.concatenate([t_ptm, n_e / np.cosh(n_eta)]),
@@ -497,7 +496,6 @@ def simulate_detector(
         "d0Err": np.concatenate([d0_err, neg1]),
         "dz": np.concatenate([dz_pv, neg1]),
         "dzErr": np.concatenate([dz_err, neg1]),
-        "puppiWeight": np.zeros(n_t + n_n),  # filled below
         "pvAssocQuality": np.concatenate([quality, np.full(n_n, 7)]).astype(np.int32),
         "lostInnerHits": np.concatenate([lost, np.full(n_n, -1)]).astype(np.int32),
         "trkChi2": np.concatenate([chi2, neg1]),

@@ -4,6 +4,7 @@ conversions of photons."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -351,3 +352,34 @@ def test_packaged_detector_is_the_one_the_shipped_models_were_trained_on():
             next(p.value for p in model.metadata_props if p.key == "jec_coffea")
         )
         assert meta["detector_config_hash"] == want, name
+
+
+def test_v3_is_v2_plus_cms_hadron_constant_terms_in_hb_and_he():
+    """examples/detector_v3.yaml, the candidate successor (README): only the HCAL changes, and
+    only by the HB/HE split at |eta| 1.305 on the same 0.087 towers and the constant terms of
+    [PAPAS] per band; its hash differs from v2's."""
+    from jec_coffea.simulation import load_detector
+    from jec_coffea.simulation.calorimeter import CellGrid, resolution_terms
+
+    v2 = default_detector()
+    v3 = load_detector(Path(__file__).parents[1] / "examples" / "detector_v3.yaml")
+    assert (v2.name, v3.name) == ("cms-like-run2-v2", "cms-like-run2-v3")
+    assert detector_hash(v3) != detector_hash(v2)
+    eta = np.array([0.0, 1.0, 1.30, 1.31, 1.7, 2.4, 2.99])
+    _, const2 = resolution_terms(v2.hcal, eta)
+    stoch3, const3 = resolution_terms(v3.hcal, eta)
+    assert np.allclose(const2, 0.05)
+    assert np.allclose(const3, [0.15, 0.15, 0.15, 0.172, 0.172, 0.172, 0.172])
+    assert np.allclose(stoch3, v2.hcal.stochastic)
+    # the split keeps every tower: same cells at the same places
+    g2, g3 = CellGrid.from_config(v2.hcal), CellGrid.from_config(v3.hcal)
+    rng = np.random.default_rng(3)
+    e, p = rng.uniform(-3, 3, 5000), rng.uniform(-np.pi, np.pi, 5000)
+    assert g2.n_cells == g3.n_cells
+    assert np.allclose(g2.centre(g2.cell(e, p)), g3.centre(g3.cell(e, p)))
+    a, b = v2.model_dump(), v3.model_dump()
+    for raw in (a, b):
+        raw.pop("name")
+        raw["hcal"].pop("regions")
+        raw["hcal"].pop("constant")
+    assert a == b

@@ -12,10 +12,13 @@ from __future__ import annotations
 import json
 import math
 import re
+from pathlib import Path
 
 import pytest
 
 from jec_coffea.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
 
 pytest.importorskip("pythia8mc")
 pytest.importorskip("torch")
@@ -193,3 +196,24 @@ def test_dry_run_lists_the_default_layout(tmp_path, capsys):
     ):
         assert step in out
     assert not (tmp_path / "w" / "ship-models.json").exists()
+
+
+def test_config_reaches_both_simulations_and_a_bad_one_is_refused(tmp_path, capsys):
+    """--config DET.yaml simulates another detector (e.g. a candidate successor); a file that
+    does not load stops ship-models before any step, naming the file and the key."""
+    det = REPO / "examples" / "detector_v3.yaml"
+    base = ["ship-models", "-o", str(tmp_path / "w"), "--dry-run"]
+    assert main([*base, "--config", str(det)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert out.count(f"--config {det}") >= 1
+    for kind in ("sim-train", "sim-test"):
+        assert kind in out
+    bad = tmp_path / "det.yaml"
+    bad.write_text(det.read_text().replace("bfield_t: 3.8", "bfield_t: strong"))
+    assert main([*base, "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err
+    assert "tracking.bfield_t" in err
+    assert main([*base, "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()

@@ -3,7 +3,8 @@
 `jec-coffea ship-models -o WORKDIR` runs the whole chain, each step a plain `jec-coffea`
 subcommand (printed before it runs, so any step can be rerun by hand):
 
-  1. simulate -o WORKDIR/sim-train --jets 460000 --shards 10 --seed 101  (or --train-data)
+  1. simulate -o WORKDIR/sim-train --jets 460000 --shards 10 --seed 101  (or --train-data;
+     --config DET.yaml simulates another detector than the packaged one)
   2. simulate -o WORKDIR/sim-test --jets 155000 --shards 8 --seed 202    (or --test-data)
   3. derive-standard TRAIN --split all --weights unit -o WORKDIR/standard --tag Sim_V1
   4. per run (deepsets, particlenet, mlp_nanoaod and the learning-curve runs, e.g.
@@ -95,6 +96,12 @@ def setup(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test-jets", type=int, default=SIMULATION["test"][0])
     parser.add_argument("--pileup", help="pile-up profile of the simulations")
     parser.add_argument("--library-size", type=int, help="minimum-bias library size")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="DET.yaml",
+        help="detector configuration of the simulations (default: the packaged one)",
+    )
     parser.add_argument(
         "--models",
         default=",".join(MODELS),
@@ -224,6 +231,8 @@ def _command(args: argparse.Namespace, out: Path, models: list[str]) -> str:
         parts += ["--pileup", args.pileup]
     if args.library_size:
         parts += ["--library-size", str(args.library_size)]
+    if args.config:
+        parts += ["--config", str(args.config.resolve())]
     if models != list(MODELS):
         parts += ["--models", ",".join(models)]
     for option in ("curve", "epochs", "patience"):
@@ -257,6 +266,8 @@ def _simulate_argv(args: argparse.Namespace, kind: str, out: Path) -> list[str]:
         argv += ["--pileup", args.pileup]
     if args.library_size:
         argv += ["--library-size", str(args.library_size)]
+    if args.config:
+        argv += ["--config", str(args.config.resolve())]
     return argv
 
 
@@ -507,6 +518,10 @@ def run(console: Console, args: argparse.Namespace) -> int:
         if path is not None and not path.is_file():
             msg = f"option --{option.replace('_', '-')}: {path} does not exist"
             raise ConfigError(msg)
+    if args.config is not None:
+        from jec_coffea.simulation.config import load_detector
+
+        load_detector(args.config)  # a ConfigError names the file and the key
     plan = {
         "command": _command(args, out, models),
         "models": models,

@@ -812,6 +812,51 @@ def test_full_hadron_calibration_calibrates_clusters_not_cells():
     assert measured["full"] - measured["linear"] == pytest.approx(0.04, abs=0.015)
 
 
+def test_neutral_excess_needs_more_sigmas_at_low_track_momentum(tmp_path):
+    """CMS PF's PFAlgo::nSigmaHCAL: an HCAL excess over the tracks becomes a neutral hadron
+    above n x (1 + exp(-p/E0)) sigma (E0 = 100 GeV for |eta| < 1.48, 200 GeV beyond), so
+    upward fluctuations of soft charged hadrons' showers rarely do; unset, n everywhere."""
+    from jec_coffea.simulation.pflow import _nsigma, pf_layer
+
+    det0 = default_detector()
+    pf = det0.particle_flow.model_copy(
+        update={"neutral_excess_nsigma_scale_gev": (100.0, 200.0)}
+    )
+    p, eta = np.array([0.0, 10.0, 100.0, 100.0, 1e4]), np.array([0, 1, 1.4, 1.6, 2])
+    np.testing.assert_allclose(
+        _nsigma(pf, "hcal", p, eta),
+        [2.0, 1 + np.exp(-0.1), 1 + np.exp(-1), 1 + np.exp(-0.5), 1.0],
+    )
+    assert _nsigma(pf, "ecal", p, eta) == pf.neutral_excess_nsigma
+    assert _nsigma(det0.particle_flow, "hcal", p, eta) == pf.neutral_excess_nsigma
+    # isolated 10 GeV charged pions: their showers' upward fluctuations
+    grid = CellGrid.from_config(det0.hcal)
+    n, energy = 4000, 10.0
+    neutral = {}
+    for scales in (None, (100.0, 200.0)):
+        pf = det0.particle_flow.model_copy(
+            update={"neutral_excess_nsigma_scale_gev": scales}
+        )
+        det = det0.model_copy(update={"particle_flow": pf})
+        rng = np.random.default_rng(5)
+        ev = np.arange(n)
+        eta, phi = rng.uniform(-1, 1, n), rng.uniform(-3, 3, n)
+        no, yes = np.zeros(n, bool), np.ones(n, bool)
+        deposits = (ev, np.full(n, energy), eta, phi, no, yes)
+        tracks = (ev, np.full(n, energy), eta, phi)
+        out = pf_layer(det, "hcal", grid, rng, deposits, tracks)
+        neutral[scales] = out["e"].sum() / (n * energy)
+    assert neutral[None] > 0.01
+    assert neutral[(100.0, 200.0)] < neutral[None] / 3
+    raw = det0.model_dump(mode="json")
+    raw["particle_flow"]["neutral_excess_nsigma_scale_gev"] = [100.0, -1.0]
+    path = tmp_path / "det.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="neutral_excess_nsigma_scale_gev") as err:
+        load_detector(path)
+    assert str(path) in str(err.value)
+
+
 def load_detector_from(raw):
     from jec_coffea.simulation.config import DetectorConfig
 

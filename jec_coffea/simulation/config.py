@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    ValidationError,
+    model_validator,
+)
 
 from ..errors import ConfigError
 
@@ -273,6 +280,12 @@ class ParticleFlow(_Model):
         description="ECAL clusters inside an HCAL cluster with tracks join its PF block: "
         "the block's excess goes to photons first, then to a neutral hadron",
     )
+    neutral_excess_nsigma_scale_gev: tuple[PositiveFloat, PositiveFloat] | None = Field(
+        None,
+        description="HCAL clusters with tracks of total momentum p need an excess above "
+        "neutral_excess_nsigma x (1 + exp(-p / E0)) sigma, E0 = the first value for "
+        "|eta| < 1.48, the second beyond (None: neutral_excess_nsigma at every p)",
+    )
 
 
 class SecondaryVertexing(_Model):
@@ -433,6 +446,7 @@ _OPTIONAL_KEYS = frozenset(
         "noise_gev",
         "threshold_gev",
         "photons_in_hadron_blocks",
+        "neutral_excess_nsigma_scale_gev",
         "photon_conversions",
         "stochastic",  # of a calorimeter band (a calorimeter's own is required)
         "constant",

@@ -335,13 +335,14 @@ def pf_layer(
     u_ev = np.zeros(n_units, np.int64)
     u_ev[u] = tev[linked]
     sig_exp = np.where(u_trk > 0, resolution(calo, u_trk, u_eta), 0.0)
+    needed = _nsigma(pf, name, u_trk, u_eta) * sig_exp
     excess = u_cal - u_trk
     min_e = pf.photon_min_gev if em_layer else pf.neutral_hadron_min_gev
-    keep = (excess > pf.neutral_excess_nsigma * sig_exp) & (excess > min_e)
+    keep = (excess > needed) & (excess > min_e)
     updated = None
     if photons is not None:
         keep, excess, updated = _photons_in_blocks(
-            photons, grid, (tev, tcl, unit, n_units), (u_trk, excess, sig_exp, keep), pf
+            photons, grid, (tev, tcl, unit, n_units), (u_trk, excess, needed, keep), pf
         )
     out = {
         "event": u_ev[keep],
@@ -356,16 +357,35 @@ def pf_layer(
     return out
 
 
+NSIGMA_BARREL_ETA = 1.48
+"""CMS PF's barrel/endcap boundary of the n-sigma rule (PFAlgo::nSigmaHCAL)."""
+
+
+def _nsigma(pf, name: str, p_tracks: np.ndarray, eta: np.ndarray) -> np.ndarray | float:
+    """How many sigmas of the tracks' expected deposit an HCAL excess must exceed.
+
+    CMS PF (CMSSW RecoParticleFlow/PFProducer PFAlgo::nSigmaHCAL) asks for
+    ``nsigma x (1 + exp(-p / E0))`` with p the momentum of the cluster's tracks, E0 = 100 GeV
+    for |eta| < 1.48 and 200 GeV beyond: twice the nominal n at low p, where shower
+    fluctuations of charged hadrons would otherwise become neutral hadrons.
+    """
+    scales = pf.neutral_excess_nsigma_scale_gev
+    if scales is None or name != "hcal":
+        return pf.neutral_excess_nsigma
+    e0 = np.where(np.abs(eta) < NSIGMA_BARREL_ETA, scales[0], scales[1])
+    return pf.neutral_excess_nsigma * (1.0 + np.exp(-p_tracks / e0))
+
+
 def _photons_in_blocks(photons, grid, cells, blocks, pf):
     """Photons joining the hadron PF blocks (see :func:`pf_layer`).
 
     ``cells`` are the layer's (event, cell, cluster label, number of clusters) and
-    ``blocks`` its per-cluster track energy, excess, track resolution and neutral-hadron
-    selection. Returns the selection and energies of the neutral hadrons and the photons
+    ``blocks`` its per-cluster track energy, excess, the excess a neutral needs and the
+    neutral-hadron selection. Returns the selection and energies of the neutral hadrons and the photons
     left; blocks without tracks or photons keep the layer's own rule.
     """
     tev, tcl, unit, n_units = cells
-    u_trk, excess, sig, keep = blocks
+    u_trk, excess, needed, keep = blocks
     if len(tcl) == 0:
         return keep, excess, photons
     p_cell = grid.cell(photons["eta"], photons["phi"])
@@ -378,7 +398,7 @@ def _photons_in_blocks(photons, grid, cells, blocks, pf):
     u_ecal = np.bincount(p_unit[in_block], photons["e"][in_block], minlength=n_units)
     total = excess + u_ecal
     blocked = (u_trk > 0) & (u_ecal > 0)
-    significant = total > pf.neutral_excess_nsigma * sig
+    significant = total > needed
     # photons take the excess first (scaled down to it), the neutral hadron the rest
     scale = np.where(
         blocked & significant, np.clip(total / np.maximum(u_ecal, 1e-12), 0.0, 1.0), 0.0

@@ -33,7 +33,7 @@ from .calorimeter import (
     resolution_terms,
     tower_sums,
 )
-from .config import Calorimeter, DetectorConfig
+from .config import Calorimeter, DetectorConfig, ParticleFlow
 
 __all__ = ["PF_ID", "lateral_sigma", "lateral_split", "pf_clusters", "pf_layer"]
 
@@ -361,7 +361,9 @@ NSIGMA_BARREL_ETA = 1.48
 """CMS PF's barrel/endcap boundary of the n-sigma rule (PFAlgo::nSigmaHCAL)."""
 
 
-def _nsigma(pf, name: str, p_tracks: np.ndarray, eta: np.ndarray) -> np.ndarray | float:
+def _nsigma(
+    pf: ParticleFlow, name: str, p_tracks: np.ndarray, eta: np.ndarray
+) -> np.ndarray | float:
     """How many sigmas of the tracks' expected deposit an HCAL excess must exceed.
 
     CMS PF (CMSSW RecoParticleFlow/PFProducer PFAlgo::nSigmaHCAL) asks for
@@ -381,8 +383,8 @@ def _photons_in_blocks(photons, grid, cells, blocks, pf):
 
     ``cells`` are the layer's (event, cell, cluster label, number of clusters) and
     ``blocks`` its per-cluster track energy, excess, the excess a neutral needs and the
-    neutral-hadron selection. Returns the selection and energies of the neutral hadrons and the photons
-    left; blocks without tracks or photons keep the layer's own rule.
+    neutral-hadron selection. Returns the selection and energies of the neutral hadrons and
+    the photons left; blocks without tracks or photons keep the layer's own rule.
     """
     tev, tcl, unit, n_units = cells
     u_trk, excess, needed, keep = blocks

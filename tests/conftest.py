@@ -56,6 +56,15 @@ def detector_v1():
     return load_detector(REPO / "examples" / "detector_v1.yaml")
 
 
+@pytest.fixture(scope="session")
+def detector_v2():
+    """The packaged detector from 2026-12-05 until v3, kept as an example: samples and models
+    made before v3 carry its hash."""
+    from jec_coffea.simulation import load_detector
+
+    return load_detector(REPO / "examples" / "detector_v2.yaml")
+
+
 SIM_SAMPLE_JETS = 1000
 """Gen-matched jets (pT_gen >= 20 GeV) in the ``sim_sample`` fixture."""
 

@@ -428,13 +428,18 @@ def test_from_shipped_lists_what_is_shipped(models, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("name", ["deepsets", "particlenet"])
-def test_shipped_models_ignore_puppi_weights_they_never_saw_vary(name, shared_data):
-    """puppiWeight is 1 for every candidate of the simulated training samples, so the
-    shipped models give it scale 0: on the real PFNano (weights below 1 for most neutral
-    candidates) their corrections equal those with every weight set to 1."""
+def test_shipped_models_read_puppi_weights(name, shared_data):
+    """The shipped models were trained on samples with PUPPI weights (the simulation's
+    PUPPI), so their transforms scale ``puppiWeight`` like any other input and, on the real
+    PFNano (weights below 1 for most neutral and a third of the charged candidates), their
+    corrections differ from those with every weight set to 1 (median 0.9% for Deep Sets, 2.2%
+    for ParticleNet): the models before v3 saw only weights of 1 and ignored them."""
     corrector = DNNJetCorrector.from_shipped(name)
     groups = corrector.metadata["transform"]["groups"]
-    assert groups["charged"]["puppi_weight"]["scale"] == 0.0
+    reading = [g for g, features in groups.items() if "puppi_weight" in features]
+    assert "charged" in reading  # ParticleNet's neutral group has no PUPPI input
+    for group in reading:
+        assert groups[group]["puppi_weight"]["scale"] > 0.0, group
     table = read_jet_table(shared_data / PFNANO)
     jets = table.jets
     weights = ak.to_numpy(ak.flatten(jets.neutral.puppiWeight))
@@ -446,6 +451,5 @@ def test_shipped_models_ignore_puppi_weights_they_never_saw_vary(name, shared_da
         )
         ones = ak.with_field(ones, constituents, group)
     pinned = dataclasses.replace(table, jets=ones)
-    np.testing.assert_array_equal(
-        corrector.log_correction(table), corrector.log_correction(pinned)
-    )
+    shift = np.abs(corrector.log_correction(table) - corrector.log_correction(pinned))
+    assert np.median(shift) > 1e-3

@@ -199,9 +199,9 @@ def test_dry_run_lists_the_default_layout(tmp_path, capsys):
 
 
 def test_config_reaches_both_simulations_and_a_bad_one_is_refused(tmp_path, capsys):
-    """--config DET.yaml simulates another detector (e.g. a candidate successor); a file that
+    """--config DET.yaml simulates another detector (e.g. the previous one); a file that
     does not load stops ship-models before any step, naming the file and the key."""
-    det = REPO / "examples" / "detector_v3.yaml"
+    det = REPO / "examples" / "detector_v2.yaml"
     base = ["ship-models", "-o", str(tmp_path / "w"), "--dry-run"]
     assert main([*base, "--config", str(det)]) == 0
     out = " ".join(capsys.readouterr().out.split())

@@ -653,7 +653,7 @@ def test_validate_sim_writes_the_report_as_json(
     doc = json.loads(out.read_text(), parse_constant=no_nan)
     assert doc["format_version"] == 1
     assert doc["sample"]["detectors"] == [
-        {"name": "cms-like-run2-v2", "sha256": detector_hash(default_detector())}
+        {"name": "cms-like-run2-v3", "sha256": detector_hash(default_detector())}
     ]
     assert doc["sample"]["seeds"] == [7]
     assert doc["references"]["jer"] == "Summer19UL17_JRV3_MC_PtResolution_AK4PFchs"
@@ -756,17 +756,17 @@ def test_band_noise_and_threshold_override_the_calorimeter(detector_v1):
     assert detector_hash(ee) != detector_hash(det)
     raw["ecal"]["regions"][1].update(noise_gev=None, threshold_gev=None)
     assert detector_hash(load_detector_from(raw)) == detector_hash(det)
-    # the packaged detector (v2) carries EE's override
+    # the packaged detector (v2 on) carries EE's override
     ee_v2 = default_detector().ecal.regions[1]
     assert (ee_v2.noise_gev, ee_v2.threshold_gev) == (0.2, 0.6)
 
 
-def test_band_resolution_terms_override_the_calorimeter():
+def test_band_resolution_terms_override_the_calorimeter(detector_v2):
     """A band may carry its own stochastic and constant terms (HE against HB); unset, the
     calorimeter's apply as scalars and the detector hashes as before."""
     from jec_coffea.simulation.calorimeter import resolution, resolution_terms
 
-    det = default_detector()
+    det = detector_v2  # no band terms; v3 sets HB's and HE's
     assert resolution_terms(det.hcal, np.array([0.3, 2.2])) == (1.5, 0.05)
     raw = det.model_dump()
     raw["hcal"]["regions"][1].update(stochastic=1.8, constant=0.07)

@@ -672,6 +672,10 @@ def test_validate_sim_writes_the_report_as_json(
     assert 0 < len(doc["response_table"]) <= 10  # cells of >= 50 jets
     assert all("res_ratio_err" in r for r in doc["response_table"])
     assert len(doc["fine_eta_table"]) == 24
+    comp = doc["composition"]  # against the CMS files of the shared folder (default)
+    assert len(comp["rows"]) == 20
+    assert comp["puppi_files"] == []
+    assert "(c) neHEF(g) - neHEF(uds) vs CMS full simulation" in names
     assert not list(tmp_path.glob(".*.tmp"))
 
     bad = tmp_path / "no-such-folder" / "realism.json"
@@ -693,7 +697,7 @@ def test_validate_sim_derives_the_l1l2_of_the_sample(sim_sample, shared_data, ca
     jec = str(shared_data / "jec" / "textfiles" / "pocketcoffea")
 
     def checks(*extra):
-        main(["validate-sim", str(sim_sample), "--jec-dir", jec, *extra])
+        main(["validate-sim", str(sim_sample), "--jec-dir", jec, "--no-cms-mc", *extra])
         out = capsys.readouterr().out
         return out, dict(re.findall(r"│ (\(a\) [^│]*?) +│ ([-\d.na]+) ", out))
 
@@ -942,6 +946,7 @@ def test_validate_sim_fine_eta_map(sim_sample, shared_data, capsys, monkeypatch)
             str(sim_sample),
             "--fine-eta",
             "--no-derive",
+            "--no-cms-mc",
             "--jec-dir",
             str(jec),
         ]

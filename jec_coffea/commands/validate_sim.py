@@ -58,6 +58,31 @@ def _standard(console: Console, folder: Path, args: argparse.Namespace, tmp: str
     return stack
 
 
+def _cms_mc(console: Console, args: argparse.Namespace) -> list[str] | None:
+    """The CMS simulation files for the composition: --cms-mc, else the shared data
+    folder's when all are there, else None (said, not an error: the checks (a)-(d) need
+    only the JEC tables)."""
+    from ..errors import InputFileError
+    from ..simulation.composition import default_cms_mc_files
+
+    if args.no_cms_mc:
+        return None
+    if args.cms_mc:
+        for f in args.cms_mc:
+            if not Path(f).is_file():
+                raise InputFileError(f, "--cms-mc: file not found")
+        return list(args.cms_mc)
+    files = default_cms_mc_files()
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        console.print(
+            f"no comparison of the PF fractions with CMS's simulation: {missing[0]} not "
+            "found (--cms-mc FILE ... names others)"
+        )
+        return None
+    return [str(f) for f in files]
+
+
 def setup(parser: argparse.ArgumentParser) -> None:
     """Declare the options."""
     parser.add_argument(
@@ -87,6 +112,20 @@ def setup(parser: argparse.ArgumentParser) -> None:
         "seeds) as JSON",
     )
     parser.add_argument(
+        "--cms-mc",
+        nargs="+",
+        default=None,
+        metavar="FILE",
+        help="CMS full-simulation NanoAOD (AK4 CHS jets, GenJets, flavours) to compare the "
+        "jets' PF energy fractions with (default: the CHS MC files of the shared data "
+        "folder, when present)",
+    )
+    parser.add_argument(
+        "--no-cms-mc",
+        action="store_true",
+        help="skip the comparison of the PF energy fractions with CMS's simulation",
+    )
+    parser.add_argument(
         "--no-derive",
         action="store_true",
         help="do not derive the L1L2: (a) compares the inverse median response, (b) uses "
@@ -105,6 +144,7 @@ def run(console: Console, args: argparse.Namespace) -> int:
     files = sorted(str(p) for p in folder.glob("*.root")) if folder.is_dir() else []
     if not files:
         raise InputFileError(str(folder), "no .root files found")
+    cms_mc = _cms_mc(console, args)
     with tempfile.TemporaryDirectory(prefix="validate-sim-") as tmp:
         standard = _standard(console, folder, args, tmp)
         rep = validate(
@@ -112,6 +152,7 @@ def run(console: Console, args: argparse.Namespace) -> int:
             args.jec_dir or _default_jec_dir(),
             standard,
             fine_eta=args.fine_eta,
+            cms_mc=cms_mc,
         )
     console.width = max(console.width, 150)
     console.print(
@@ -152,6 +193,8 @@ def run(console: Console, args: argparse.Namespace) -> int:
     console.print(t)
     if rep.fine_eta_table:
         console.print(_fine_eta(rep.fine_eta_table))
+    if rep.composition:
+        console.print(_composition(rep.composition))
     c = Table(title="realism checks")
     for col in ("check", "value", "accepted", "result", "detail"):
         c.add_column(col)
@@ -165,6 +208,52 @@ def run(console: Console, args: argparse.Namespace) -> int:
         rep.to_json(args.json)
         console.print(f"wrote {args.json}")
     return 0 if rep.passed else 1
+
+
+def _composition(comp: dict):
+    """Mean PF fractions per flavour: ours (weighted to the CMS jets' pT_gen and rho) and
+    CMS's simulation, with the pull of ours."""
+    from rich.table import Table
+
+    from ..simulation.composition import FLAVOURS, FRACTIONS
+
+    sel = comp["selection"]
+    t = Table(
+        title="PF energy fractions (mean): ours / CMS full simulation (pull)",
+        caption=f"gen-matched jets, |eta| < {sel['abs_eta_max']:g}, "
+        f"{sel['pt_gen_edges'][0]:g}-{sel['pt_gen_edges'][-1]:g} GeV, muEF and chEmEF < "
+        f"{sel['lepton_veto']:g}; ours weighted to the CMS jets' pT_gen and rho "
+        f"(<rho> {comp['mean_rho']['ours_weighted']:.1f} against CMS "
+        f"{comp['mean_rho']['cms']:.1f} GeV); CMS files: {len(comp['cms_files'])}",
+    )
+    for col in ("flavour", "fraction", "ours", "CMS", "pull", "jets ours / CMS"):
+        t.add_column(col, justify="left" if col in ("flavour", "fraction") else "right")
+
+    def num(v: float | None, err: float | None = None) -> str:
+        if v is None:
+            return ""
+        return f"{v:+.3f} ± {err:.3f}" if err is not None else f"{v:.3f}"
+
+    for fl in (*FLAVOURS, "g - uds"):
+        rows = (
+            [r for r in comp["rows"] if r["flavour"] == fl]
+            if fl in FLAVOURS
+            else comp["differences"]
+        )
+        n = f"{comp['n_ours'][fl]} / {comp['n_cms'][fl]}" if fl in FLAVOURS else ""
+        for k, r in enumerate(
+            sorted(rows, key=lambda r: FRACTIONS.index(r["fraction"]))
+        ):
+            t.add_row(
+                fl if k == 0 else "",
+                r["fraction"],
+                num(r["ours"], r["ours_err"]).lstrip("+"),
+                num(r["cms"], r["cms_err"]).lstrip("+"),
+                "" if r["pull"] is None else f"{r['pull']:+.1f}",
+                n if k == 0 else "",
+                end_section=k == len(rows) - 1,
+            )
+    return t
 
 
 def _fine_eta(rows: list[dict]):

@@ -24,6 +24,10 @@ Summer19UL17_JRV3_MC PtResolution AK4PFchs, both evaluated through coffea's
     per |eta| bin, with the ratio (within 0.8-1.25, as (a)): CHS removes the charged pile-up,
     so CMS's own Summer19UL18 AK4PFchs offset is ~0.35-0.4 rho*A at 30-100 GeV, below 0.4 in
     the endcap (its slope falls with ln pT there).
+
+With CMS full-simulation NanoAOD files (``cms_mc``), the jets' PF energy fractions per
+flavour are compared with CMS's (:mod:`.composition`), and (c)'s neHEF difference is checked
+against the one those files give: our own check beside the issue's sign requirement.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import contextlib
 import itertools
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +51,7 @@ __all__ = [
     "Check",
     "ValidationReport",
     "gaussian_core",
+    "gen_match",
     "load_jets",
     "sample_provenance",
     "validate",
@@ -100,6 +106,9 @@ class ValidationReport:
     """Core resolution / JER in FINE_ETA_EDGES x FINE_ETA_PT_BINS (when asked for)."""
     sample: dict = field(default_factory=dict)
     """How the files were made (:func:`sample_provenance`): detector, its hash, seeds."""
+    composition: dict = field(default_factory=dict)
+    """PF fractions per flavour against CMS's full simulation (when asked for):
+    :meth:`.composition.Composition.to_dict`."""
 
     @property
     def passed(self) -> bool:
@@ -124,6 +133,7 @@ class ValidationReport:
                 "checks": [{**asdict(c), "passed": c.passed} for c in self.checks],
                 "response_table": self.response_table,
                 "fine_eta_table": self.fine_eta_table,
+                "composition": self.composition or None,
             }
         )
 
@@ -189,15 +199,7 @@ def load_jets(paths: list[str | Path]) -> dict[str, np.ndarray]:
             raise InputFileError(
                 str(p), f"cannot read the PFNano branches: {err}"
             ) from err
-        idx = a.Jet_genJetIdx
-        ok = (idx >= 0) & (idx < ak.num(a.GenJet_pt))
-        safe = ak.where(ok, idx, 0)
-        gpt = ak.where(ok, _take(a.GenJet_pt, safe), np.nan)
-        geta = ak.where(ok, _take(a.GenJet_eta, safe), np.nan)
-        gphi = ak.where(ok, _take(a.GenJet_phi, safe), np.nan)
-        dphi = (a.Jet_phi - gphi + np.pi) % (2 * np.pi) - np.pi
-        dr = np.hypot(a.Jet_eta - geta, dphi)
-        m = ok & (dr < 0.2)
+        m, gpt, geta = gen_match(a)
         rho = ak.broadcast_arrays(a.fixedGridRhoFastjetAll, a.Jet_pt)[0]
         flat = {
             "pt_raw": a.Jet_pt * (1 - a.Jet_rawFactor),
@@ -217,6 +219,20 @@ def load_jets(paths: list[str | Path]) -> dict[str, np.ndarray]:
             }
         )
     return {k: np.concatenate([q[k] for q in parts]) for k in parts[0]}
+
+
+def gen_match(a: ak.Array) -> tuple[ak.Array, ak.Array, ak.Array]:
+    """Which jets have a GenJet by the DESIGN.md rule (``Jet_genJetIdx`` and dR < 0.2), and
+    that GenJet's pT and eta (NaN where none): events' arrays of NanoAOD branches."""
+    idx = a.Jet_genJetIdx
+    ok = (idx >= 0) & (idx < ak.num(a.GenJet_pt))
+    safe = ak.where(ok, idx, 0)
+    gpt = ak.where(ok, _take(a.GenJet_pt, safe), np.nan)
+    geta = ak.where(ok, _take(a.GenJet_eta, safe), np.nan)
+    gphi = ak.where(ok, _take(a.GenJet_phi, safe), np.nan)
+    dphi = (a.Jet_phi - gphi + np.pi) % (2 * np.pi) - np.pi
+    matched = ok & (np.hypot(a.Jet_eta - geta, dphi) < 0.2)
+    return matched, gpt, geta
 
 
 def _take(collection, idx):
@@ -290,12 +306,15 @@ def validate(
     standard: Any = None,
     *,
     fine_eta: bool = False,
+    cms_mc: Sequence[str | Path] | None = None,
 ) -> ValidationReport:
     """Compute the realism table and the checks (a)-(d) for PFNano files.
 
     ``standard`` is the L1L2 derived on the sample (a :class:`~jec_coffea.standard.JECStack`);
     None falls back to the median-response table for (a) and CMS's L1FastJet for (b).
     ``fine_eta`` also fills ``fine_eta_table``: the (b) ratio in finer |eta| bins.
+    ``cms_mc`` (CMS full-simulation NanoAOD files) also fills ``composition`` and checks
+    (c)'s neHEF(g) - neHEF(uds) against the same difference in CMS's simulation.
     """
     j = load_jets(paths)
     corr, l1, jer = _references(Path(jec_dir))
@@ -406,6 +425,8 @@ def validate(
             f"± {_bootstrap_median_diff(neh_g, neh_u):.4f} (bootstrap)",
         )
     )
+    if cms_mc is not None:
+        rep.checks.append(_composition_check(rep, paths, cms_mc))
     slope = _offset_slope(j, aeta)
     rep.checks.append(Check("(d) offset / (rho A) slope", slope, 0.4, 0.9))
     # the offset CMS's L1FastJet predicts for the same jets, measured the same way
@@ -433,6 +454,30 @@ def validate(
         )
     )
     return rep
+
+
+def _composition_check(
+    rep: ValidationReport, paths: list[str | Path], cms_mc: Sequence[str | Path]
+) -> Check:
+    """Fill ``rep.composition``; (c)'s neHEF difference of ours within 2 sigma of CMS's.
+
+    Our own check beside the issue's sign requirement: the reference is what CMS's
+    simulation gives for the same selection, with the statistics of the files at hand."""
+    from .composition import compare_composition
+
+    comp = compare_composition(paths, cms_mc)
+    rep.composition = comp.to_dict()
+    d = comp.difference("neHEF")
+    width = 2.0 * float(np.hypot(d["ours_err"], d["cms_err"]))
+    return Check(
+        "(c) neHEF(g) - neHEF(uds) vs CMS full simulation",
+        d["ours"],
+        d["cms"] - width,
+        d["cms"] + width,
+        f"CMS {d['cms']:+.4f} ± {d['cms_err']:.4f} on {comp.n_cms['g']} g, "
+        f"{comp.n_cms['uds']} uds jets; ours ± {d['ours_err']:.4f} weighted to their "
+        "pT_gen and rho (20-100 GeV, |eta| < 1.3, mean; accepted: within 2 sigma)",
+    )
 
 
 def _extreme_resolution_checks(rows: list[dict]) -> list[Check]:

@@ -81,6 +81,8 @@ def build_card(workdir: str | Path, model: str) -> str:
         "",
         f"```\n{plan['command']}\n```",
         "",
+        _detector_note(meta),
+        "",
         "## Model",
         "",
         *_table(["", ""], _model_rows(meta, onnx, train_dir)),
@@ -295,6 +297,24 @@ def _inputs(meta: dict[str, Any]) -> list[str]:
         *_table(["group", "entries", "features, in order"], rows),
         "",
     ]
+
+
+def _detector_note(meta: dict[str, Any]) -> str:
+    """Whether the samples' detector is the one this package carries: a command recorded
+    with ``--config`` pointing to a file of its day stays reproducible without that file."""
+    from .simulation import default_detector, detector_hash
+
+    onnx_hash = meta.get("detector_config_hash")
+    packaged = detector_hash(default_detector())
+    if onnx_hash == packaged:
+        return (
+            "The samples' detector is the packaged one (`jec_coffea/simulation/detector.yaml`, "
+            "the same SHA-256): the command without `--config` makes the same samples."
+        )
+    return (
+        f"The samples' detector (`{onnx_hash}`) is not the packaged one (`{packaged}`): keep "
+        "`--config` with the file that has its hash."
+    )
 
 
 def _samples(plan: dict[str, Any], meta: dict[str, Any]) -> list[str]:

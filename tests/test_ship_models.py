@@ -144,6 +144,8 @@ def test_cards_quote_the_evaluation(shipped):
         meta_hash = (work / "train" / model / "config.sha256").read_text().strip()
         assert meta_hash in card
         assert "trainable parameters" in card
+        # the session's sample has the packaged detector: --config may be dropped
+        assert "The samples' detector is the packaged one" in card
     curve = (work / "cards" / "deepsets.md").read_text().split("## Learning curve")[1]
     assert "deepsets_200" in curve.split("## ")[0]
     headline = next(
@@ -217,3 +219,15 @@ def test_config_reaches_both_simulations_and_a_bad_one_is_refused(tmp_path, caps
     assert main([*base, "--config", str(tmp_path / "missing.yaml")]) == 2
     assert "missing.yaml" in capsys.readouterr().err
     assert not (tmp_path / "w").exists()
+
+
+def test_card_says_when_the_detector_is_not_the_packaged_one(detector_v2):
+    """A model of an earlier detector (v2) keeps its --config: the card names both hashes."""
+    from jec_coffea.model_card import _detector_note
+    from jec_coffea.simulation import default_detector, detector_hash
+
+    old = detector_hash(detector_v2)
+    note = _detector_note({"detector_config_hash": old})
+    assert "is not the packaged one" in note
+    assert old in note
+    assert detector_hash(default_detector()) in note

@@ -158,6 +158,52 @@ def test_bad_reference_files(shared_data, tmp_path):
     with pytest.raises(ConfigError, match="no files"):
         load_fraction_jets([])
 
+    no_tree = tmp_path / "no_events.root"
+    with uproot.recreate(no_tree) as f:
+        f["note"] = "no Events tree"
+    with pytest.raises(InputFileError) as err:
+        load_fraction_jets([no_tree])
+    assert str(no_tree) in str(err.value)
+
+
+def test_reference_without_jets_is_refused(shared_data, sim_sample, tmp_path):
+    """A reference whose Events tree has every branch but no event is an error naming it,
+    not a table of NaN; so are jets of which none passes the selection."""
+    import awkward as ak
+
+    from jec_coffea.simulation.composition import _JET_BRANCHES
+
+    real = shared_data / "pfnano" / "coffea_pfnano.root"
+    names = [*_JET_BRANCHES, "fixedGridRhoFastjetAll"]
+    a = uproot.open(real)["Events"].arrays(names, entry_stop=0)
+    jets = ak.zip({k[4:]: a[k] for k in names if k.startswith("Jet_")})
+    gen = ak.zip({k[7:]: a[k] for k in names if k.startswith("GenJet_")})
+    empty = tmp_path / "zero_events.root"
+    with uproot.recreate(empty) as f:
+        f.mktree(
+            "Events",
+            {
+                "Jet": jets.type.content,
+                "GenJet": gen.type.content,
+                "fixedGridRhoFastjetAll": np.float32,
+            },
+        )
+        f["Events"].extend(
+            {
+                "Jet": jets,
+                "GenJet": gen,
+                "fixedGridRhoFastjetAll": ak.to_numpy(a.fixedGridRhoFastjetAll),
+            }
+        )
+    with pytest.raises(InputFileError, match="no jet to compare") as err:
+        compare_composition(_files(sim_sample), [empty])
+    assert str(empty) in str(err.value)
+
+    forward = _synthetic(np.full(50, 20.0))
+    forward["eta"][:] = 3.0
+    with pytest.raises(InputFileError, match=r"no jet to compare \(ours\)"):
+        compare_composition(forward, [real])
+
 
 def test_validate_sim_prints_the_composition(sim_sample, shared_data, capsys, tmp_path):
     """validate-sim compares with the CMS files of the shared folder by default, with
@@ -187,3 +233,12 @@ def test_validate_sim_prints_the_composition(sim_sample, shared_data, capsys, tm
     err = capsys.readouterr().err
     assert str(missing) in err
     assert "--cms-mc" in err
+
+    # a file that does not read is said before the long part (no table computed and lost)
+    real = shared_data / CMS_MC_FILES[1]
+    truncated = tmp_path / "truncated.root"
+    truncated.write_bytes(real.read_bytes()[: real.stat().st_size // 3])
+    assert main([*base, "--cms-mc", str(one), str(truncated)]) == 2
+    captured = capsys.readouterr()
+    assert str(truncated) in captured.err
+    assert "realism checks" not in captured.out

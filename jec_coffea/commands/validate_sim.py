@@ -63,7 +63,7 @@ def _cms_mc(console: Console, args: argparse.Namespace) -> list[str] | None:
     folder's when all are there, else None (said, not an error: the checks (a)-(d) need
     only the JEC tables)."""
     from ..errors import InputFileError
-    from ..simulation.composition import default_cms_mc_files
+    from ..simulation.composition import default_cms_mc_files, load_reference
 
     if args.no_cms_mc:
         return None
@@ -71,6 +71,7 @@ def _cms_mc(console: Console, args: argparse.Namespace) -> list[str] | None:
         for f in args.cms_mc:
             if not Path(f).is_file():
                 raise InputFileError(f, "--cms-mc: file not found")
+        load_reference(args.cms_mc)  # a bad file is said now, before the long part
         return list(args.cms_mc)
     files = default_cms_mc_files()
     missing = [f for f in files if not f.is_file()]

@@ -39,6 +39,7 @@ __all__ = [
     "compare_composition",
     "default_cms_mc_files",
     "load_fraction_jets",
+    "load_reference",
 ]
 
 FRACTIONS = ("chHEF", "neHEF", "chEmEF", "neEmEF", "muEF")
@@ -233,6 +234,25 @@ def _pull(ours: float, ours_err: float, cms: float, cms_err: float) -> float:
     return (ours - cms) / float(np.hypot(ours_err, cms_err))
 
 
+def _require_jets(what: str, sel: np.ndarray, jets: dict, given: Any) -> None:
+    """Refuse a sample of which no jet enters the comparison (naming its files)."""
+    if not (sel & np.isin(jets["flavour"], FLAVOURS)).any():
+        names = "jets given" if isinstance(given, dict) else ", ".join(map(str, given))
+        msg = (
+            f"no jet to compare ({what}): none is gen-matched with |eta| < {ETA_MAX}, "
+            f"pT_gen {PT_EDGES[0]:g}-{PT_EDGES[-1]:g} GeV and a flavour"
+        )
+        raise InputFileError(names, msg)
+
+
+def load_reference(paths: Sequence[str | Path]) -> dict[str, np.ndarray]:
+    """:func:`load_fraction_jets` of CMS files, refused when no jet enters the comparison:
+    what ``validate-sim`` checks before its long part."""
+    jets = load_fraction_jets(paths)
+    _require_jets("CMS", _selected(jets), jets, paths)
+    return jets
+
+
 def compare_composition(
     ours: dict[str, np.ndarray] | Sequence[str | Path],
     cms: dict[str, np.ndarray] | Sequence[str | Path],
@@ -244,6 +264,8 @@ def compare_composition(
     j_ours = ours if isinstance(ours, dict) else load_fraction_jets(ours)
     j_cms = cms if isinstance(cms, dict) else load_fraction_jets(cms)
     s_ours, s_cms = _selected(j_ours), _selected(j_cms)
+    _require_jets("ours", s_ours, j_ours, ours)
+    _require_jets("CMS", s_cms, j_cms, cms)
     c_ours, c_cms = _cells(j_ours), _cells(j_cms)
     n_cells = (len(PT_EDGES) - 1) * (len(RHO_EDGES) - 1)
     out = Composition(cms_files=cms_files)

@@ -39,13 +39,16 @@ import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import awkward as ak
 import numpy as np
 import uproot
 
 from ..errors import InputFileError
+
+if TYPE_CHECKING:
+    from .composition import Composition
 
 __all__ = [
     "Check",
@@ -316,6 +319,12 @@ def validate(
     ``cms_mc`` (CMS full-simulation NanoAOD files) also fills ``composition`` and checks
     (c)'s neHEF(g) - neHEF(uds) against the same difference in CMS's simulation.
     """
+    # the composition first: a bad reference file is said before the long part
+    comp = None
+    if cms_mc is not None:
+        from .composition import compare_composition
+
+        comp = compare_composition(paths, cms_mc)
     j = load_jets(paths)
     corr, l1, jer = _references(Path(jec_dir))
     resp = j["pt_raw"] / j["pt_gen"]
@@ -425,8 +434,9 @@ def validate(
             f"± {_bootstrap_median_diff(neh_g, neh_u):.4f} (bootstrap)",
         )
     )
-    if cms_mc is not None:
-        rep.checks.append(_composition_check(rep, paths, cms_mc))
+    if comp is not None:
+        rep.composition = comp.to_dict()
+        rep.checks.append(_composition_check(comp))
     slope = _offset_slope(j, aeta)
     rep.checks.append(Check("(d) offset / (rho A) slope", slope, 0.4, 0.9))
     # the offset CMS's L1FastJet predicts for the same jets, measured the same way
@@ -456,17 +466,11 @@ def validate(
     return rep
 
 
-def _composition_check(
-    rep: ValidationReport, paths: list[str | Path], cms_mc: Sequence[str | Path]
-) -> Check:
-    """Fill ``rep.composition``; (c)'s neHEF difference of ours within 2 sigma of CMS's.
+def _composition_check(comp: Composition) -> Check:
+    """(c)'s neHEF difference of ours within 2 sigma of CMS's simulation.
 
     Our own check beside the issue's sign requirement: the reference is what CMS's
     simulation gives for the same selection, with the statistics of the files at hand."""
-    from .composition import compare_composition
-
-    comp = compare_composition(paths, cms_mc)
-    rep.composition = comp.to_dict()
     d = comp.difference("neHEF")
     width = 2.0 * float(np.hypot(d["ours_err"], d["cms_err"]))
     return Check(

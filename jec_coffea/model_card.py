@@ -305,6 +305,11 @@ def _detector_note(meta: dict[str, Any]) -> str:
     from .simulation import default_detector, detector_hash
 
     onnx_hash = meta.get("detector_config_hash")
+    if not onnx_hash:
+        return (
+            "The ONNX metadata carry no detector hash: the samples were not simulated by "
+            "jec-coffea, so the command needs the same input files."
+        )
     packaged = detector_hash(default_detector())
     if onnx_hash == packaged:
         return (

@@ -231,3 +231,6 @@ def test_card_says_when_the_detector_is_not_the_packaged_one(detector_v2):
     assert "is not the packaged one" in note
     assert old in note
     assert detector_hash(default_detector()) in note
+    assert "no detector hash" in _detector_note(
+        {}
+    )  # a model of real or foreign samples

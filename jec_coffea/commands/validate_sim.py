@@ -230,10 +230,10 @@ def _composition(comp: dict):
     for col in ("flavour", "fraction", "ours", "CMS", "pull", "jets ours / CMS"):
         t.add_column(col, justify="left" if col in ("flavour", "fraction") else "right")
 
-    def num(v: float | None, err: float | None = None) -> str:
+    def num(v: float | None, err: float | None) -> str:
         if v is None:
             return ""
-        return f"{v:+.3f} ± {err:.3f}" if err is not None else f"{v:.3f}"
+        return f"{v:.3f} ± {err:.3f}" if err is not None else f"{v:.3f}"
 
     for fl in (*FLAVOURS, "g - uds"):
         rows = (
@@ -248,8 +248,8 @@ def _composition(comp: dict):
             t.add_row(
                 fl if k == 0 else "",
                 r["fraction"],
-                num(r["ours"], r["ours_err"]).lstrip("+"),
-                num(r["cms"], r["cms_err"]).lstrip("+"),
+                num(r["ours"], r["ours_err"]),
+                num(r["cms"], r["cms_err"]),
                 "" if r["pull"] is None else f"{r['pull']:+.1f}",
                 n if k == 0 else "",
                 end_section=k == len(rows) - 1,

@@ -28,7 +28,7 @@ import numpy as np
 import uproot
 
 from ..errors import ConfigError, InputFileError, MissingBranchError
-from .validation import _flavour, gen_match
+from .validation import FRACTIONS, _flavour, gen_match
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +42,6 @@ __all__ = [
     "load_reference",
 ]
 
-FRACTIONS = ("chHEF", "neHEF", "chEmEF", "neEmEF", "muEF")
-"""NanoAOD's PF energy fractions of a jet: charged and neutral hadrons, electrons, photons,
-muons (``Jet_<name>``)."""
 FLAVOURS = ("uds", "g", "c", "b")
 CMS_MC_FILES = (
     "nanoaod/skhep_nanoAOD_2015_CMS_Open_Data_ttbar.root",

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from .composition import Composition
 
 __all__ = [
+    "FRACTIONS",
     "Check",
     "ValidationReport",
     "gaussian_core",
@@ -72,10 +73,13 @@ MIN_FINE_JETS = 40
 JEC_L1 = "Summer19UL18_V5_MC_L1FastJet_AK4PFchs"
 JEC_L2 = "Summer19UL18_V5_MC_L2Relative_AK4PFchs"
 JER = "Summer19UL17_JRV3_MC_PtResolution_AK4PFchs"
+FRACTIONS = ("chHEF", "neHEF", "chEmEF", "neEmEF", "muEF")
+"""NanoAOD's PF energy fractions of a jet: charged and neutral hadrons, electrons, photons,
+muons (``Jet_<name>``)."""
 BRANCHES = [
-    "Jet_pt", "Jet_eta", "Jet_phi", "Jet_area", "Jet_rawFactor", "Jet_genJetIdx", "Jet_neHEF",
+    "Jet_pt", "Jet_eta", "Jet_phi", "Jet_area", "Jet_rawFactor", "Jet_genJetIdx",
     "Jet_hadronFlavour", "Jet_partonFlavour", "GenJet_pt", "GenJet_eta", "GenJet_phi",
-    "fixedGridRhoFastjetAll",
+    "fixedGridRhoFastjetAll", *(f"Jet_{f}" for f in FRACTIONS),
 ]  # fmt: skip
 
 
@@ -208,7 +212,7 @@ def load_jets(paths: list[str | Path]) -> dict[str, np.ndarray]:
             "pt_raw": a.Jet_pt * (1 - a.Jet_rawFactor),
             "eta": a.Jet_eta,
             "area": a.Jet_area,
-            "neHEF": a.Jet_neHEF,
+            **{f: a[f"Jet_{f}"] for f in FRACTIONS},
             "had": a.Jet_hadronFlavour,
             "par": a.Jet_partonFlavour,
             "pt_gen": gpt,
@@ -319,17 +323,19 @@ def validate(
     ``cms_mc`` (CMS full-simulation NanoAOD files) also fills ``composition`` and checks
     (c)'s neHEF(g) - neHEF(uds) against the same difference in CMS's simulation.
     """
-    # the composition first: a bad reference file is said before the long part
-    comp = None
-    if cms_mc is not None:
-        from .composition import compare_composition
-
-        comp = compare_composition(paths, cms_mc)
     j = load_jets(paths)
     corr, l1, jer = _references(Path(jec_dir))
     resp = j["pt_raw"] / j["pt_gen"]
     aeta = np.abs(j["eta_gen"])
     flav = _flavour(j["had"], j["par"])
+    # the composition of the jets just read, before the long part: a bad reference file
+    # is said before it
+    comp = None
+    if cms_mc is not None:
+        from .composition import compare_composition
+
+        ours = {k: j[k] for k in (*FRACTIONS, "eta", "pt_gen", "rho")}
+        comp = compare_composition({**ours, "flavour": flav}, cms_mc)
     mean_rho = float(np.mean(j["rho"]))
     at_mean = np.full_like(j["rho"], mean_rho)
     l1l2 = corr.getCorrection(

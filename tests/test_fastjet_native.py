@@ -53,13 +53,18 @@ def _sources(seed: int, n_events: int = 6):
     return sources
 
 
+@pytest.mark.parametrize("explicit_ghosts", [False, True])
 @pytest.mark.parametrize("seed", [1, 2])
-def test_native_and_python_clustering_identical(seed, monkeypatch):
-    """Same jets, same constituents in the same order, to the last bit."""
+def test_native_and_python_clustering_identical(seed, explicit_ghosts, monkeypatch):
+    """Same jets, same constituents in the same order, to the last bit.
+
+    With ``explicit_ghosts`` the native path skips ghost-ghost pairs (FastJet's
+    N2MHTLazy9AntiKtSeparateGhosts); fastjet's Python interface uses the Best strategy.
+    """
     if fastjet_native.library() is None:
         pytest.skip("no C++ compiler: the native path is not built here")
     sources = _sources(seed)
-    native = cluster(sources, 6, 0.4, 8.0)
+    native = cluster(sources, 6, 0.4, 8.0, explicit_ghosts=explicit_ghosts)
     monkeypatch.setattr(fastjet_native, "library", lambda: None)
     python = cluster(sources, 6, 0.4, 8.0)
     assert native.keys() == python.keys()
@@ -87,9 +92,46 @@ def test_fastjet_error_is_reported_not_crashing():
         np.full(2, 5.0),
     )
     with pytest.raises(RuntimeError, match=r"anti-kT R=2000.*failed: .*R"):
-        fastjet_native.cluster_batch(lib, np.array([0, 2]), p4, 2000.0, 8.0)
-    with pytest.raises(ValueError, match="offsets end at 3"):
-        fastjet_native.cluster_batch(lib, np.array([0, 3]), p4, 0.4, 8.0)
+        fastjet_native.cluster_batch(lib, [np.array([0, 2])], [p4], 2000.0, 8.0)
+    with pytest.raises(ValueError, match=r"source 0: .*offsets end at 3"):
+        fastjet_native.cluster_batch(lib, [np.array([0, 3])], [p4], 0.4, 8.0)
+    with pytest.raises(ValueError, match="source 0: offsets must start at 0"):
+        fastjet_native.cluster_batch(lib, [np.array([0, 2, 1, 2])], [p4], 0.4, 8.0)
+    with pytest.raises(
+        ValueError, match="source 1: offsets of 2 events, source 0 has 1"
+    ):
+        fastjet_native.cluster_batch(
+            lib, [np.array([0, 2]), np.array([0, 1, 2])], [p4, p4], 0.4, 8.0
+        )
+    with pytest.raises(ValueError, match="1 offset arrays for 2 sources"):
+        fastjet_native.cluster_batch(lib, [np.array([0, 2])], [p4, p4], 0.4, 8.0)
+
+
+def test_sources_need_not_be_grouped_by_event():
+    """A source in any event order gives the jets and constituents of the sorted one.
+
+    Only the order of a jet's constituents from that source follows the source's order.
+    """
+    sources = _sources(4)
+    perm = np.random.default_rng(0).permutation(len(sources[1][0]))
+    shuffled = [sources[0], tuple(a[perm] for a in sources[1]), sources[2]]
+    ref, out = cluster(sources, 6, 0.4, 8.0), cluster(shuffled, 6, 0.4, 8.0)
+    for key in ("jet_px", "jet_py", "jet_counts", "c_jet", "c_source"):
+        np.testing.assert_array_equal(ref[key], out[key], err_msg=key)
+    soft = out["c_source"] == 1
+    assert soft.sum() > 50
+    original = out["c_index"].copy()
+    original[soft] = perm[original[soft]]  # back to indices of the unshuffled source
+    pairs = np.lexsort((original, out["c_source"], out["c_jet"]))
+    np.testing.assert_array_equal(original[pairs], ref["c_index"])
+
+
+def test_events_of_ghosts_only_have_no_jets():
+    """The ghost strategy on events without any real particle (and on empty ones)."""
+    ghosts = _sources(5)[2]
+    out = cluster([ghosts], 6, 0.4, 8.0, explicit_ghosts=True)
+    assert out["jet_counts"].tolist() == [0] * 6
+    assert len(out["c_jet"]) == 0
 
 
 def test_without_compiler_falls_back_with_a_warning(fresh_library, monkeypatch, caplog):
@@ -141,11 +183,12 @@ def test_empty_batches():
     empty = tuple(np.zeros(0) for _ in range(4))
     for offsets in (np.zeros(1, np.int64), np.zeros(4, np.int64)):
         jets, counts, particle_jet = fastjet_native.cluster_batch(
-            lib, offsets, empty, 0.4, 8.0
+            lib, [offsets], [empty], 0.4, 8.0, explicit_ghosts=True
         )
         assert jets.shape == (0, 4)
         assert counts.tolist() == [0] * (len(offsets) - 1)
-        assert len(particle_jet) == 0
+        assert len(particle_jet) == 1
+        assert len(particle_jet[0]) == 0
     out = cluster([tuple(np.zeros(0, np.int64) for _ in range(5))], 3, 0.4, 8.0)
     assert out["jet_counts"].tolist() == [0, 0, 0]
     assert len(out["c_jet"]) == 0

@@ -245,6 +245,7 @@ class EventSimulator:
                 n,
                 det.jets.radius,
                 det.jets.pt_min_gev,
+                explicit_ghosts=True,
             )
             g_sources, nu = gen_sources(gen.stable, fg)
             genj = cluster(g_sources, n, det.jets.radius, det.jets.genjet_pt_min_gev)

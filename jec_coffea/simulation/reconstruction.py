@@ -2,7 +2,7 @@
 
 * Reco jets: FastJet anti-kT on the CHS candidates of each event (one C++ call per batch,
   :mod:`.fastjet_native`; fastjet's many-event interface without a compiler), with *explicit
-  ghosts*: a jittered grid of ghosts (pT 1e-50 GeV, area ``ghost_area``, to |y| =
+  ghosts*: a jittered grid of ghosts (pT 1e-100 GeV, area ``ghost_area``, to |y| =
   ``ghost_maxrap``) joins every event, and a jet's active area is its number of ghosts times
   the ghost area (FastJet's ``ActiveAreaExplicitGhosts`` definition).
 * Flavour (CMS ``JetFlavourClustering``): weakly decaying b/c hadrons and end-of-shower partons
@@ -42,7 +42,7 @@ __all__ = [
     "grid_rho",
 ]
 
-GHOST_PT = 1e-50
+GHOST_PT = 1e-100  # FastJet's GhostedAreaSpec default; below 1e-50, its ghost limit
 _BANNER_SILENCED = False
 FLAVOUR_SCALE = 1e-18
 P4 = ("px", "py", "pz", "E")
@@ -82,15 +82,20 @@ def cluster(
     n_events: int,
     radius: float,
     pt_min: float,
+    explicit_ghosts: bool = False,
 ) -> dict[str, np.ndarray]:
     """Cluster several sources of four-vectors per event with anti-kT.
 
     Parameters
     ----------
     sources
-        Per source a tuple (event, px, py, pz, e) of flat arrays.
+        Per source a tuple (event, px, py, pz, e) of flat arrays. An event's particles are
+        clustered source after source (in each source's order).
     n_events, radius, pt_min
         Batch size, jet radius, minimum jet pT [GeV].
+    explicit_ghosts
+        The sources hold area ghosts (pT ``GHOST_PT``): FastJet's strategy that never pairs
+        two ghosts clusters them (the same jets and ghosts in them, faster).
 
     Returns
     -------
@@ -99,50 +104,68 @@ def cluster(
         ``jet_counts`` per event, and per constituent: ``c_jet`` (flat jet index), ``c_source``
         and ``c_index`` (index into that source's flat arrays).
     """
-    ev = np.concatenate([s[0] for s in sources])
-    src = np.concatenate(
-        [np.full(len(s[0]), i, np.int8) for i, s in enumerate(sources)]
-    )
-    idx = np.concatenate([np.arange(len(s[0])) for s in sources])
-    comps = [np.concatenate([s[k] for s in sources]) for k in range(1, 5)]
-    order = np.argsort(ev, kind="stable")
-    ev, src, idx = ev[order], src[order], idx[order]
-    comps = [c[order] for c in comps]
-    counts = np.bincount(ev, minlength=n_events)
-    off = _offsets(counts)
+    events, p4, order = [], [], []
+    for source in sources:
+        ev = np.asarray(source[0])
+        if np.any(ev[1:] < ev[:-1]):  # grouped by event, kept in order within an event
+            o = np.argsort(ev, kind="stable")
+            ev, comps = ev[o], tuple(np.asarray(c)[o] for c in source[1:])
+        else:
+            o, comps = None, tuple(source[1:])
+        events.append(ev)
+        p4.append(comps)
+        order.append(o)
+    offsets = [_offsets(np.bincount(ev, minlength=n_events)) for ev in events]
     lib = fastjet_native.library()
     if lib is not None:
         jets, jet_counts, particle_jet = fastjet_native.cluster_batch(
-            lib, off, comps, radius, pt_min
+            lib, offsets, p4, radius, pt_min, explicit_ghosts
         )
     else:
-        jets, jet_counts, particle_jet = _cluster_python(comps, counts, radius, pt_min)
+        jets, jet_counts, particle_jet = _cluster_python(
+            offsets, p4, n_events, radius, pt_min
+        )
     # jets by decreasing pT within each event (FastJet's order among equal pT)
     jet_event = np.repeat(np.arange(n_events), jet_counts)
     by_pt = np.lexsort((-np.hypot(jets[:, 0], jets[:, 1]), jet_event))
     rank = np.empty(len(by_pt), np.int64)
     rank[by_pt] = np.arange(len(by_pt))
-    # constituents jet by jet, in particle order within a jet (as constituent_index has them)
-    inside = np.flatnonzero(particle_jet >= 0)
-    part_jet = rank[particle_jet[inside] + _offsets(jet_counts)[ev[inside]]]
+    jet_offsets = _offsets(jet_counts)
+    # constituents jet by jet, in the order FastJet saw them (source, then index)
+    part_jet, c_source, c_index = [], [], []
+    for s, (ev, pj, o) in enumerate(zip(events, particle_jet, order, strict=True)):
+        inside = np.flatnonzero(pj >= 0)
+        part_jet.append(rank[pj[inside] + jet_offsets[ev[inside]]])
+        c_source.append(np.full(len(inside), s, np.int8))
+        c_index.append(inside if o is None else o[inside])
+    part_jet = np.concatenate(part_jet)
     by_jet = np.argsort(part_jet, kind="stable")
-    c_glob, c_jet = inside[by_jet], part_jet[by_jet]
     jets = jets[by_pt]
     out = {f"jet_{k}": np.ascontiguousarray(jets[:, i]) for i, k in enumerate(P4)}
     out.update(
         jet_event=jet_event,
         jet_counts=jet_counts,
-        c_jet=c_jet,
-        c_source=src[c_glob],
-        c_index=idx[c_glob],
+        c_jet=part_jet[by_jet],
+        c_source=np.concatenate(c_source)[by_jet],
+        c_index=np.concatenate(c_index).astype(np.int64, copy=False)[by_jet],
     )
     return out
 
 
 def _cluster_python(
-    comps: list[np.ndarray], counts: np.ndarray, radius: float, pt_min: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    offsets: list[np.ndarray],
+    p4: list[tuple[np.ndarray, ...]],
+    n_events: int,
+    radius: float,
+    pt_min: float,
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     """:func:`fastjet_native.cluster_batch` through fastjet's Python many-event interface."""
+    # one flat array, event after event and source after source within an event
+    ev = np.concatenate([np.repeat(np.arange(n_events), np.diff(o)) for o in offsets])
+    src = np.concatenate([np.full(o[-1], s) for s, o in enumerate(offsets)])
+    merge = np.argsort(ev, kind="stable")
+    comps = [np.concatenate([c[k] for c in p4])[merge] for k in range(4)]
+    counts = np.bincount(ev, minlength=n_events)
     fastjet = extras.fastjet()
     _silence_banner()
     arr = ak.unflatten(ak.zip(dict(zip(P4, comps, strict=True))), counts)
@@ -159,11 +182,13 @@ def _cluster_python(
         np.arange(len(flat)), ak.to_numpy(ak.flatten(ak.num(cidx, axis=2)))
     )
     c_local = ak.to_numpy(ak.flatten(cidx, axis=None)).astype(np.int64)
-    particle_jet = np.full(int(counts.sum()), -1, np.int64)
-    particle_jet[c_local + _offsets(counts)[jet_event[c_jet]]] = (
+    merged_jet = np.full(int(counts.sum()), -1, np.int64)
+    merged_jet[c_local + _offsets(counts)[jet_event[c_jet]]] = (
         c_jet - _offsets(jet_counts)[jet_event[c_jet]]
     )
-    return flat, jet_counts, particle_jet
+    particle_jet = np.empty_like(merged_jet)
+    particle_jet[merge] = merged_jet
+    return flat, jet_counts, [particle_jet[src == s] for s in range(len(offsets))]
 
 
 def _silence_banner() -> None:

@@ -1,13 +1,15 @@
 // Multi-event clustering with FastJet for the simulated sample (jec_coffea.simulation.native).
 //
-// One call clusters every event of a batch and returns, per particle, the index of the
-// inclusive jet it belongs to (ClusterSequence::particle_jet_indices). fastjet's Python
+// One call clusters every event of a batch, its particles read in place from several
+// sources (candidates, area ghosts, flavour ghosts), and returns, per particle, the index of
+// the inclusive jet it belongs to (ClusterSequence::particle_jet_indices). fastjet's Python
 // multi-event interface returns the same information through constituent_index(), whose
 // loop is O(jets x particles) per event and re-runs inclusive_jets() three times; here the
 // ClusterSequence of an event is freed as soon as its jets are read.
 //
 // The jet definition is FastJet's default for (algorithm, R): Best strategy, E scheme, as
-// fastjet.JetDefinition(fastjet.antikt_algorithm, R) builds it. C linkage (ctypes); no
+// fastjet.JetDefinition(fastjet.antikt_algorithm, R) builds it; with area ghosts, the
+// strategy that skips ghost-ghost pairs (same jets, same ghosts in them). C linkage (ctypes); no
 // exception crosses it: errors come back as a null handle and a message.
 #include <algorithm>
 #include <cmath>
@@ -23,6 +25,9 @@
 namespace fj = fastjet;
 
 namespace {
+// FastJet's ghost_limit of LazyTiling9SeparateGhosts (1e-50 GeV), squared: lighter is a ghost
+constexpr double kGhostPt2Limit = 1e-100;
+
 struct Batch {
   std::vector<double> jets;  // px, py, pz, E per jet, events in order
 };
@@ -39,31 +44,58 @@ extern "C" {
 // Silence FastJet's banner (printed once per process on the first clustering).
 void jcfj_silence_banner() { fj::ClusterSequence::set_fastjet_banner_stream(nullptr); }
 
-// Cluster events [offsets[i], offsets[i+1]) of the flat px, py, pz, E arrays with anti-kT
-// of radius `radius`; keep inclusive jets with pT >= pt_min in FastJet's order.
-// Fills particle_jet (n = offsets[n_events]; jet index within the event or -1) and
-// jet_counts (n_events); returns a handle holding the jets' four-vectors (jcfj_jets), or
-// null with `message` filled.
-void *jcfj_cluster(int64_t n_events, const int64_t *offsets, const double *px,
-                   const double *py, const double *pz, const double *e, double radius,
-                   double pt_min, int64_t *particle_jet, int64_t *jet_counts,
-                   char *message, int64_t message_size) {
+// Cluster every event of a batch with anti-kT of radius `radius` and keep the inclusive
+// jets with pT >= pt_min in FastJet's order. The particles come from n_sources flat sources
+// (px[s], py[s], pz[s], e[s]), each grouped by event: event i holds particles
+// [offsets[s][i], offsets[s][i+1]) of source s, and FastJet sees those of source 0, then of
+// source 1, and so on. Fills particle_jet[s] (jet index within the event, or -1, per
+// particle of source s) and jet_counts (n_events); returns a handle holding the jets'
+// four-vectors (jcfj_jets), or null with `message` filled.
+//
+// explicit_ghosts != 0 selects FastJet's N2MHTLazy9AntiKtSeparateGhosts strategy, which
+// never pairs two area ghosts (pT < 1e-50): for anti-kT the jets above any pT > 0 and their
+// ghosts are those of the Best strategy (N2MHTLazy9 at these sizes), without the
+// ghost-ghost distances that are most of its work; an event of ghosts alone (on which that
+// strategy crashes) gets no jet. Otherwise the strategy is Best.
+void *jcfj_cluster(int64_t n_events, int64_t n_sources, const int64_t *const *offsets,
+                   const double *const *px, const double *const *py,
+                   const double *const *pz, const double *const *e, double radius,
+                   double pt_min, int64_t explicit_ghosts, int64_t *const *particle_jet,
+                   int64_t *jet_counts, char *message, int64_t message_size) {
   Batch *batch = nullptr;
   try {
     batch = new Batch();
-    const fj::JetDefinition jet_def(fj::antikt_algorithm, radius);
+    const fj::JetDefinition jet_def(
+        fj::antikt_algorithm, radius, fj::E_scheme,
+        explicit_ghosts ? fj::N2MHTLazy9AntiKtSeparateGhosts : fj::Best);
     std::vector<fj::PseudoJet> particles;
     for (int64_t i = 0; i < n_events; ++i) {
-      const int64_t start = offsets[i], stop = offsets[i + 1];
       particles.clear();
-      particles.reserve(static_cast<size_t>(stop - start));
-      for (int64_t j = start; j < stop; ++j) {
-        particles.emplace_back(px[j], py[j], pz[j], e[j]);
+      for (int64_t s = 0; s < n_sources; ++s) {
+        for (int64_t j = offsets[s][i]; j < offsets[s][i + 1]; ++j) {
+          particles.emplace_back(px[s][j], py[s][j], pz[s][j], e[s][j]);
+        }
+      }
+      if (explicit_ghosts &&
+          std::none_of(particles.begin(), particles.end(), [](const fj::PseudoJet &p) {
+            return p.pt2() >= kGhostPt2Limit;
+          })) {
+        // ghosts only: no jet; FastJet's ghost strategy would crash on such an event
+        for (int64_t s = 0; s < n_sources; ++s) {
+          std::fill(particle_jet[s] + offsets[s][i], particle_jet[s] + offsets[s][i + 1], -1);
+        }
+        jet_counts[i] = 0;
+        continue;
       }
       const fj::ClusterSequence cs(particles, jet_def);
       const std::vector<fj::PseudoJet> jets = cs.inclusive_jets(pt_min);
       const std::vector<int> index = cs.particle_jet_indices(jets);
-      for (int64_t j = start; j < stop; ++j) particle_jet[j] = index[j - start];
+      size_t k = 0;
+      for (int64_t s = 0; s < n_sources; ++s) {
+        for (int64_t j = offsets[s][i]; j < offsets[s][i + 1]; ++j) {
+          particle_jet[s][j] = index[k++];
+        }
+      }
       jet_counts[i] = static_cast<int64_t>(jets.size());
       for (const fj::PseudoJet &jet : jets) {
         batch->jets.insert(batch->jets.end(), {jet.px(), jet.py(), jet.pz(), jet.E()});

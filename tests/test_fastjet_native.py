@@ -103,6 +103,10 @@ def test_fastjet_error_is_reported_not_crashing():
         fastjet_native.cluster_batch(
             lib, [np.array([0, 2]), np.array([0, 1, 2])], [p4, p4], 0.4, 8.0
         )
+    with pytest.raises(
+        ValueError, match=r"explicit_ghosts needs pt_min > 0 \(got 0.0\)"
+    ):
+        fastjet_native.cluster_batch(lib, [np.array([0, 2])], [p4], 0.4, 0.0, True)
     with pytest.raises(ValueError, match="1 offset arrays for 2 sources"):
         fastjet_native.cluster_batch(lib, [np.array([0, 2])], [p4, p4], 0.4, 8.0)
 

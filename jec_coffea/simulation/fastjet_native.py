@@ -194,6 +194,9 @@ def cluster_batch(
         jets per event, and per source, per particle, the index of its jet within the event
         (-1: none).
     """
+    if explicit_ghosts and not pt_min > 0:
+        msg = f"explicit_ghosts needs pt_min > 0 (got {pt_min}): the ghost strategy makes no pure-ghost jets"
+        raise ValueError(msg)
     if len(offsets) != len(p4) or not offsets:
         msg = f"{len(offsets)} offset arrays for {len(p4)} sources"
         raise ValueError(msg)

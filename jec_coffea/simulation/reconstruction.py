@@ -94,8 +94,9 @@ def cluster(
     n_events, radius, pt_min
         Batch size, jet radius, minimum jet pT [GeV].
     explicit_ghosts
-        The sources hold area ghosts (pT ``GHOST_PT``): FastJet's strategy that never pairs
-        two ghosts clusters them (the same jets and ghosts in them, faster).
+        The sources hold area ghosts (pT ``GHOST_PT``): the C++ path clusters with FastJet's
+        strategy that never pairs two ghosts (the jets above ``pt_min`` > 0 and the ghosts in
+        them are those of the Best strategy, which fastjet's Python interface uses).
 
     Returns
     -------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import shutil
 
@@ -196,3 +197,21 @@ def test_empty_batches():
     out = cluster([tuple(np.zeros(0, np.int64) for _ in range(5))], 3, 0.4, 8.0)
     assert out["jet_counts"].tolist() == [0, 0, 0]
     assert len(out["c_jet"]) == 0
+
+
+def test_area_ghosts_are_ghosts_to_fastjets_strategy():
+    """GHOST_PT lies below the threshold by which the ghost strategy knows ghosts.
+
+    Above it the strategy treats ghosts as particles: the same jets, none of the speed.
+    """
+    lib = fastjet_native.library()
+    if lib is None:
+        pytest.skip("no C++ compiler: the native path is not built here")
+    _include, libdir, _version = fastjet_native._fastjet_paths()
+    fj = ctypes.CDLL(str(libdir / "libfastjet.so"))
+    name = "_ZN7fastjet25LazyTiling9SeparateGhosts19ghost_pt2_thresholdE"
+    try:
+        threshold = ctypes.c_double.in_dll(fj, name).value
+    except ValueError:
+        pytest.skip("this FastJet build does not export ghost_pt2_threshold")
+    assert threshold > GHOST_PT**2

@@ -21,13 +21,11 @@
 #include <fastjet/ClusterSequence.hh>
 #include <fastjet/JetDefinition.hh>
 #include <fastjet/PseudoJet.hh>
+#include <fastjet/internal/LazyTiling9SeparateGhosts.hh>  // its ghost_pt2_threshold
 
 namespace fj = fastjet;
 
 namespace {
-// FastJet's ghost_limit of LazyTiling9SeparateGhosts (1e-50 GeV), squared: lighter is a ghost
-constexpr double kGhostPt2Limit = 1e-100;
-
 struct Batch {
   std::vector<double> jets;  // px, py, pz, E per jet, events in order
 };
@@ -76,9 +74,10 @@ void *jcfj_cluster(int64_t n_events, int64_t n_sources, const int64_t *const *of
           particles.emplace_back(px[s][j], py[s][j], pz[s][j], e[s][j]);
         }
       }
+      // the strategy's own rule: lighter than ghost_pt2_threshold (1e-100 GeV^2) is a ghost
       if (explicit_ghosts &&
           std::none_of(particles.begin(), particles.end(), [](const fj::PseudoJet &p) {
-            return p.pt2() >= kGhostPt2Limit;
+            return p.pt2() >= fj::LazyTiling9SeparateGhosts::ghost_pt2_threshold;
           })) {
         // ghosts only: no jet; FastJet's ghost strategy would crash on such an event
         for (int64_t s = 0; s < n_sources; ++s) {

@@ -58,10 +58,10 @@ def _standard(console: Console, folder: Path, args: argparse.Namespace, tmp: str
     return stack
 
 
-def _cms_mc(console: Console, args: argparse.Namespace) -> list[str] | None:
-    """The CMS simulation files for the composition: --cms-mc, else the shared data
-    folder's when all are there, else None (said, not an error: the checks (a)-(d) need
-    only the JEC tables)."""
+def _cms_mc(console: Console, args: argparse.Namespace) -> dict | None:
+    """The jets of the CMS simulation files for the composition (--cms-mc, else the shared
+    data folder's when all are there), read now so that a bad file is said before the long
+    part; None (said, not an error: the checks (a)-(d) need only the JEC tables) without."""
     from ..errors import InputFileError
     from ..simulation.composition import default_cms_mc_files, load_reference
 
@@ -71,8 +71,7 @@ def _cms_mc(console: Console, args: argparse.Namespace) -> list[str] | None:
         for f in args.cms_mc:
             if not Path(f).is_file():
                 raise InputFileError(f, "--cms-mc: file not found")
-        load_reference(args.cms_mc)  # a bad file is said now, before the long part
-        return list(args.cms_mc)
+        return load_reference(args.cms_mc)
     files = default_cms_mc_files()
     missing = [f for f in files if not f.is_file()]
     if missing:
@@ -81,7 +80,7 @@ def _cms_mc(console: Console, args: argparse.Namespace) -> list[str] | None:
             "found (--cms-mc FILE ... names others)"
         )
         return None
-    return [str(f) for f in files]
+    return load_reference(files)
 
 
 def setup(parser: argparse.ArgumentParser) -> None:

@@ -83,7 +83,8 @@ def default_cms_mc_files(data_dir: str | Path | None = None) -> list[Path]:
 def load_fraction_jets(paths: Sequence[str | Path]) -> dict[str, np.ndarray]:
     """Gen-matched jets of NanoAOD/PFNano files as flat arrays: the fractions, eta, pT_gen,
     rho, flavour group (``uds``, ``c``, ``b``, ``g`` or ``other``), the file's index and
-    whether the file names rho as NanoAOD v12 on does (``puppi``: its ``Jet`` is AK4 PUPPI).
+    whether the file names rho as NanoAOD v12 on does (``puppi``: its ``Jet`` is AK4 PUPPI);
+    ``files`` holds the paths themselves (one entry per file, what ``file`` indexes).
 
     A file that cannot be read, or lacks a branch, raises naming the file and the branch."""
     if not paths:
@@ -130,7 +131,9 @@ def load_fraction_jets(paths: Sequence[str | Path]) -> dict[str, np.ndarray]:
         part["file"] = np.full(len(part["eta"]), i)
         part["puppi"] = np.full(len(part["eta"]), rho == RHO_BRANCHES[1])
         parts.append(part)
-    return {k: np.concatenate([q[k] for q in parts]) for k in parts[0]}
+    jets = {k: np.concatenate([q[k] for q in parts]) for k in parts[0]}
+    jets["files"] = np.array([str(p) for p in paths])
+    return jets
 
 
 def _selected(j: dict[str, np.ndarray]) -> np.ndarray:
@@ -256,8 +259,11 @@ def compare_composition(
 ) -> Composition:
     """Mean PF fractions per flavour of our sample against CMS's full simulation.
 
-    ``ours`` and ``cms`` are files or what :func:`load_fraction_jets` returns for them."""
-    cms_files = [] if isinstance(cms, dict) else [str(p) for p in cms]
+    ``ours`` and ``cms`` are files or what :func:`load_fraction_jets` (or
+    :func:`load_reference`) returns for them."""
+    cms_files = [
+        str(p) for p in (cms.get("files", ()) if isinstance(cms, dict) else cms)
+    ]
     j_ours = ours if isinstance(ours, dict) else load_fraction_jets(ours)
     j_cms = cms if isinstance(cms, dict) else load_fraction_jets(cms)
     s_ours, s_cms = _selected(j_ours), _selected(j_cms)

@@ -148,7 +148,7 @@ def cluster(
         jet_counts=jet_counts,
         c_jet=part_jet[by_jet],
         c_source=np.concatenate(c_source)[by_jet],
-        c_index=np.concatenate(c_index).astype(np.int64, copy=False)[by_jet],
+        c_index=np.concatenate(c_index)[by_jet],
     )
     return out
 

@@ -313,14 +313,15 @@ def validate(
     standard: Any = None,
     *,
     fine_eta: bool = False,
-    cms_mc: Sequence[str | Path] | None = None,
+    cms_mc: Sequence[str | Path] | dict[str, np.ndarray] | None = None,
 ) -> ValidationReport:
     """Compute the realism table and the checks (a)-(d) for PFNano files.
 
     ``standard`` is the L1L2 derived on the sample (a :class:`~jec_coffea.standard.JECStack`);
     None falls back to the median-response table for (a) and CMS's L1FastJet for (b).
     ``fine_eta`` also fills ``fine_eta_table``: the (b) ratio in finer |eta| bins.
-    ``cms_mc`` (CMS full-simulation NanoAOD files) also fills ``composition`` and checks
+    ``cms_mc`` (CMS full-simulation NanoAOD files, or their jets as
+    :func:`.composition.load_reference` returns them) also fills ``composition`` and checks
     (c)'s neHEF(g) - neHEF(uds) against the same difference in CMS's simulation.
     """
     j = load_jets(paths)

@@ -2,8 +2,9 @@
 
 Prints, in one run and on one core:
 * jets/s/core of the full simulation (pile-up on): target jets (gen-matched, pT_gen >= 20 GeV)
-  per CPU second, with the per-stage breakdown (generation, pile-up, detector/towers,
-  clustering with areas, rho, assembly, writing);
+  per CPU second, with the per-stage breakdown (generation, pile-up, detector - itself
+  split into tracking, tracker material, vertexing, towers, particle flow, PUPPI and
+  secondary vertices -, clustering with areas, rho, assembly, writing);
 * jets/s/core of Pythia's bare ``next()`` loop with the same hard-process settings (events/s
   times the target jets per event of the full run): the upper limit;
 * their ratio.
@@ -29,6 +30,7 @@ from jec_coffea.simulation import (
     load_detector,
     parse_pileup,
 )
+from jec_coffea.simulation.detector import DETECTOR_STAGES
 from jec_coffea.simulation.generator import HardScatterGenerator, MinBiasLibrary
 from jec_coffea.simulation.pipeline import STAGES, EventSimulator, heap_reuse
 from jec_coffea.simulation.writer import PFNanoWriter
@@ -118,13 +120,22 @@ def main() -> None:
         f"wall {1 / bare_wall:.1f} events/s)"
     )
     print(f"ratio full/bare : {full_rate / bare_rate:8.3f}")
-    total = sum(res["stages"].values())
+    stages = res["stages"]
+    total = sum(stages.get(s, 0.0) for s in STAGES)
     print("per-stage breakdown (CPU time in the stage, share of the summed stages):")
     for stage in STAGES:
-        t = res["stages"].get(stage, 0.0)
-        print(
-            f"  {stage:<11s} {1000 * t / res['events']:7.2f} ms/event  {100 * t / total:5.1f}%"
-        )
+        _stage_line(stage, stages.get(stage, 0.0), res["events"], total, 2)
+        if stage == "detector":
+            for sub in DETECTOR_STAGES:
+                _stage_line(sub, stages.get(sub, 0.0), res["events"], total, 4)
+
+
+def _stage_line(name: str, seconds: float, n_events: int, total: float, indent: int):
+    width = 22 - indent
+    print(
+        f"{'':{indent}}{name:<{width}s} {1000 * seconds / n_events:7.2f} ms/event"
+        f"  {100 * seconds / total:5.1f}%"
+    )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ so the run does not depend on a simulated sample being present.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -98,3 +99,34 @@ def test_processor_bench_quick(shared_data):
     assert re.search(
         r"^\|\s*1\s*\|\s*10\s*\|", out, re.MULTILINE
     )  # 1 worker, 10 events
+
+
+def test_simulation_bench_small(tmp_path):
+    """bench/simulate.py on 20 events (fixed pile-up, a 200-event library cached in a scratch
+    folder): both rates, their ratio and every stage, the detector's sections included."""
+    pytest.importorskip("pythia8mc")
+    from jec_coffea.simulation.detector import DETECTOR_STAGES
+    from jec_coffea.simulation.pipeline import STAGES
+
+    args = ["--events", "20", "--bare-events", "20", "--batch", "10"]
+    args += ["--pileup", "fixed:5", "--library-size", "200"]
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "simulate.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "JEC_COFFEA_CACHE": str(tmp_path)},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    for line in ("full simulation :", "bare Pythia next:", "ratio full/bare :"):
+        assert line in out
+    assert "pile-up fixed:5, 20 events" in out
+    ms = {
+        m.group(1).strip(): float(m.group(2))
+        for m in re.finditer(r"^ +(\S.*?) +([\d.]+) ms/event", out, re.MULTILINE)
+    }
+    assert set(ms) == {*STAGES, *DETECTOR_STAGES}
+    assert sum(ms[s] for s in DETECTOR_STAGES) <= ms["detector"] + 0.05  # rounding
+    assert ms["clustering"] > 0

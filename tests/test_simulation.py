@@ -213,6 +213,49 @@ def test_same_seed_same_arrays_different_seed_differs(tiny_config, tiny_library)
     assert not np.array_equal(a["event"], c["event"])
 
 
+def test_detector_sections_timed_without_changing_output(
+    tiny_config, tiny_library, monkeypatch
+):
+    """The detector's sections add up to (no more than) its stage; timing them changes no
+    array (the laps draw no random number)."""
+    from jec_coffea.simulation import pipeline
+    from jec_coffea.simulation.detector import DETECTOR_STAGES
+
+    sim = EventSimulator(tiny_config, 11, 0, tiny_library)
+    timed, _ = sim.run(15)
+    assert set(DETECTOR_STAGES) <= set(sim.timing)
+    sections = sum(sim.timing[s] for s in DETECTOR_STAGES)
+    assert 0 < sections <= sim.timing["detector"] + 1e-9
+    assert all(sim.timing[s] >= 0 for s in DETECTOR_STAGES)
+
+    untimed_detector = pipeline.simulate_detector
+
+    def untimed(*args, timing=None, **kwargs):
+        return untimed_detector(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "simulate_detector", untimed)
+    sim = EventSimulator(tiny_config, 11, 0, tiny_library)
+    plain, _ = sim.run(15)
+    assert not set(DETECTOR_STAGES) & set(sim.timing)
+    for key in ("Jet", "PFCands", "SV"):
+        assert ak.to_list(timed[key]) == ak.to_list(plain[key]), key
+
+
+def test_laps_book_time_between_laps():
+    from jec_coffea.simulation.timing import Laps
+
+    table: dict[str, float] = {"a": 1.0}
+    lap = Laps(table)
+    sum(i * i for i in range(200_000))
+    lap("a")
+    lap("b")
+    lap("a")
+    assert set(table) == {"a", "b"}
+    assert table["a"] > 1.0
+    assert table["b"] >= 0.0
+    Laps(None)("a")  # no table: nothing to book, no error
+
+
 # ---------------------------------------------------------------- physics pieces
 
 

@@ -25,6 +25,7 @@ flat numpy arrays for the whole batch:
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,9 +36,31 @@ from .generator import NEUTRINOS, Particles, _offsets
 from .material import nuclear_interactions, photon_conversions
 from .pflow import pf_layer
 from .puppi import PUPPI_UL, puppi_weights
+from .timing import Laps
 from .vertices import Collection, secondary_vertices
 
-__all__ = ["Collection", "DetectorOutput", "charge_of", "simulate_detector"]
+__all__ = [
+    "DETECTOR_STAGES",
+    "Collection",
+    "DetectorOutput",
+    "charge_of",
+    "simulate_detector",
+]
+
+DETECTOR_STAGES = (
+    "tracking",
+    "material",
+    "vertexing",
+    "towers",
+    "particle flow",
+    "puppi",
+    "secondary vertices",
+)
+"""Sections of :func:`simulate_detector` timed when it is given a ``timing`` table: track
+finding, parameters and lepton ID; nuclear interactions and conversions in the tracker
+material; vertices and the CHS association; calorimeter deposits, shower sharing, cell sums,
+noise and thresholds; PF clusters, track-cluster linking, neutral candidates and their
+assembly; PUPPI weights; secondary vertices."""
 
 MASS = {211: 0.13957, 11: 0.000511, 13: 0.10566}
 _CHARGE_CACHE: dict[int, float] = {}
@@ -127,6 +150,7 @@ def simulate_detector(
     rng: np.random.Generator,
     sigma_z_cm: float,
     beamspot: tuple[float, float, float] = (0.0, 0.0, 0.0),
+    timing: MutableMapping[str, float] | None = None,
 ) -> DetectorOutput:
     """Run the detector on hard-scatter plus pile-up particles of a batch of events.
 
@@ -142,6 +166,8 @@ def simulate_detector(
     beamspot
         Beam-spot centre x, y and transverse width [cm]: every interaction (hard scatter and
         pile-up) gets its transverse position from it.
+    timing
+        If given, CPU seconds per section are added to it (:data:`DETECTOR_STAGES`).
 
     Notes
     -----
@@ -151,6 +177,7 @@ def simulate_detector(
     subtraction). It is never written as a PFCands branch; only the per-jet sum is
     (``Jet_ptOffsetTruth``).
     """
+    lap = Laps(timing)
     n_ev = hard.n_events
     z_hs = rng.normal(0.0, sigma_z_cm, n_ev)
     bs_x, bs_y, bs_sxy = beamspot
@@ -211,6 +238,7 @@ def simulate_detector(
         & (rng.random(len(pt)) < eff)
     )
     tracked &= ~_merged_in_core(ev, eta, phi, pt, tracked, trk, rng)
+    lap("tracking")
 
     # ---- the tracker material: nuclear interactions, photon conversions ----------------------
     # secondaries are new particles starting where their parent interacted or converted; the
@@ -294,6 +322,7 @@ def simulate_detector(
     is_pu = vtx >= 0
     apdg = np.abs(pdg)
     aeta = np.abs(eta)
+    lap("material")
     it = np.flatnonzero(tracked)
     t_pt, t_eta, t_phi, t_q, t_ev = pt[it], eta[it], phi[it], q[it], ev[it]
     scale = np.where(np.abs(t_eta) < trk.barrel_eta, 1.0, trk.endcap_res_scale)
@@ -315,6 +344,7 @@ def simulate_detector(
     r_prod = np.hypot(tx - bs_x, ty - bs_y)
     lost = (r_prod > 2.9).astype(np.int32) + (r_prod > 6.8).astype(np.int32)
     chi2 = rng.chisquare(12, len(it)) / 12.0
+    lap("tracking")
 
     # ---- vertices and CHS -----------------------------------------------------------------
     t_vtx = vtx[it]
@@ -359,6 +389,7 @@ def simulate_detector(
         assoc & ~to_pu, 7, np.where(to_pu, 7, np.where(np.abs(dz_pv) < 0.3, 5, 0))
     )
     from_pv_track = ~to_pu
+    lap("vertexing")
 
     # ---- lepton identification -------------------------------------------------------------
     lep = det.leptons
@@ -376,6 +407,7 @@ def simulate_detector(
     )
     t_id = np.where(is_mu, 13, np.where(is_ele, 11, 211))
     t_mass = np.select([is_mu, is_ele], [MASS[13], MASS[11]], MASS[211])
+    lap("tracking")
 
     # ---- calorimeter deposits ---------------------------------------------------------------
     reach_r = np.minimum(
@@ -438,6 +470,7 @@ def simulate_detector(
             (ev[sel], e[sel], eta[sel], phi_calo[sel], is_pu[sel], has_track[sel]),
             (t_ev[tsel], t_e_meas[tsel], t_eta[tsel], phi_calo[it[tsel]]),
             photons=ecal_cols if join else None,
+            laps=lap,
         )
         if name == "ecal":
             ecal_cols = cols
@@ -510,6 +543,7 @@ def simulate_detector(
     order = np.argsort(cand_ev, kind="stable")
     data = {k: v[order] for k, v in data.items()}
     offsets = _offsets(np.bincount(cand_ev, minlength=n_ev))
+    lap("particle flow")
     data["puppiWeight"] = puppi_weights(
         offsets,
         (data["pt"], data["eta"], data["phi"]),
@@ -518,12 +552,14 @@ def simulate_detector(
         npvs,
     )
     cands = Collection(data, offsets)
+    lap("puppi")
 
     # ---- secondary vertices -----------------------------------------------------------------
     svs = secondary_vertices(
         det, rng, n_ev, t_ev, t_ptm, t_eta, t_phi, tx - x_hs[t_ev], ty - y_hs[t_ev], tz,
         t_vtx, (pv_x - x_hs, pv_y - y_hs, pv_z), (x_hs, y_hs), veto=sv_veto[it],
     )  # fmt: skip
+    lap("secondary vertices")
     return DetectorOutput(cands, svs, pv_x, pv_y, pv_z, npvs)
 
 

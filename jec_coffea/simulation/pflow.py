@@ -34,6 +34,7 @@ from .calorimeter import (
     tower_sums,
 )
 from .config import Calorimeter, DetectorConfig, ParticleFlow
+from .timing import Laps
 
 __all__ = ["PF_ID", "lateral_sigma", "lateral_split", "pf_clusters", "pf_layer"]
 
@@ -204,6 +205,7 @@ def pf_layer(
     deposits,
     tracks,
     photons: dict | None = None,
+    laps: Laps | None = None,
 ):
     """Cells (or clusters) of one calorimeter and the neutral PF candidates they leave.
 
@@ -223,6 +225,9 @@ def pf_layer(
         it, and the rest to a neutral hadron; below ``neutral_excess_nsigma`` of the
         tracks' calorimeter resolution the photons are absorbed by the charged hadrons, as
         CMS PF does [PF]. They come back, updated, as ``result["photons"]``.
+    laps
+        The caller's :class:`~.timing.Laps`: the cells are booked to ``towers``, the PF step
+        to ``particle flow``.
 
     Returns
     -------
@@ -235,6 +240,7 @@ def pf_layer(
         particles (the excess is a fluctuation of their showers) it is the pile-up fraction
         of all the deposited energy.
     """
+    lap = laps if laps is not None else Laps(None)
     calo = getattr(det, name)
     pf = det.particle_flow
     em_layer = name in ("ecal", "hf_em")
@@ -263,6 +269,7 @@ def pf_layer(
     tcell = grid.cell(t_eta, t_phi)
     ok, tok = cell >= 0, tcell >= 0
     if not ok.any() and not tok.any():
+        lap("towers")
         return None
     n_tok = int(tok.sum())
     all_ev = np.concatenate([d_ev[ok], t_ev[tok]])
@@ -287,6 +294,7 @@ def pf_layer(
     noise, threshold = cell_noise(calo, grid, tcl)
     e_meas = e_meas + noise * rng.standard_normal(len(e_meas))
     e_meas = np.where(e_meas > threshold, e_meas, 0.0)
+    lap("towers")
     # cells carry the linear calibration (clustering, positions); "full" calibrates each PF
     # cluster for the energy it measures, below, as CMS PF does [PF sec. 6.2.2]: a cell holds
     # a share of a shower and pile-up, and calibrating it for its own energy would inflate both
@@ -354,6 +362,7 @@ def pf_layer(
     }
     if updated is not None:
         out["photons"] = updated
+    lap("particle flow")
     return out
 
 

@@ -46,7 +46,8 @@ STAGES = (
     "assembly",
     "writing",
 )
-"""Stages timed per batch (``writing`` is filled by the shard loop)."""
+"""Stages timed per batch (``writing`` is filled by the shard loop); ``timing`` also holds
+the detector's sections (:data:`~.detector.DETECTOR_STAGES`), which add up to ``detector``."""
 
 PRUNE_MAX_MU = 20.0  # prune area ghosts only below this mean pile-up
 PRUNE_MARGIN = 0.3  # ghosts kept within R + this of a pre-clustered jet
@@ -224,6 +225,7 @@ class EventSimulator:
                     self.config.pileup.beamspot_y_cm,
                     self.config.pileup.beamspot_sigma_xy_cm,
                 ),
+                timing=self.timing,
             )
         cand = out.candidates
         c = cand.data

@@ -28,6 +28,7 @@ import yaml
 
 from . import fastjet_native
 from .config import SimulationConfig, detector_hash
+from .detector import DETECTOR_STAGES
 from .generator import MinBiasLibrary
 from .pipeline import STAGES, EventSimulator, heap_reuse
 from .puppi import PUPPI_UL
@@ -144,7 +145,7 @@ def run_shard(
             n_jets += int(ak.sum(ak.num(arrays["Jet"])))
             if progress is not None:
                 progress.put((shard, added))
-    timing = {s: float(sim.timing.get(s, 0.0)) for s in STAGES}
+    timing = {s: float(sim.timing.get(s, 0.0)) for s in (*STAGES, *DETECTOR_STAGES)}
     return ShardResult(
         path=str(path),
         shard=shard,

@@ -1076,3 +1076,31 @@ def test_tower_sums_count_or_sort_give_the_same_towers(n_cells):
     for got, v in zip(sums, values, strict=True):
         np.testing.assert_array_equal(got, np.bincount(inv, weights=v))
     assert tower_sums(event[:0], cell[:0], [values[0][:0]], n_cells)[0].size == 0
+
+
+def test_cli_simulate_reports_counts_and_cpu_by_stage(tmp_path, capsys):
+    """A small run through the command line: the files, data.yaml, and where the CPU went."""
+    from jec_coffea.simulation.detector import DETECTOR_STAGES
+    from jec_coffea.simulation.pipeline import STAGES
+
+    out = tmp_path / "sim"
+    args = [
+        "simulate",
+        "-o",
+        str(out),
+        "--jets",
+        "20",
+        "--pileup",
+        "none",
+        "--seed",
+        "3",
+    ]
+    assert main(args) == 0
+    text = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
+    assert (out / "data.yaml").is_file()
+    assert len(list(out.glob("*.root"))) == 1
+    assert "wrote 1 files to" in text
+    assert "gen-matched jets/s/core" in text
+    per_event = text[text.index("ms/event:") :]
+    for stage in (*STAGES, *DETECTOR_STAGES):
+        assert f" {stage} " in per_event, stage

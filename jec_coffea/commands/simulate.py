@@ -121,4 +121,30 @@ def run(console: Console, args: argparse.Namespace) -> int:
         console.print(
             f"pile-up library reuse factor: {max(r.library_reuse for r in results):.1f}"
         )
+    for line in cpu_summary(results):
+        console.print(line, highlight=False, soft_wrap=True)
     return 0
+
+
+def cpu_summary(results) -> list[str]:
+    """Where the shards' CPU time went: jets per CPU second and each stage per event."""
+    from jec_coffea.simulation.detector import DETECTOR_STAGES
+    from jec_coffea.simulation.pipeline import STAGES
+
+    n_ev = sum(r.n_events for r in results)
+    cpu = {
+        s: sum(r.timing.get(s, 0.0) for r in results)
+        for s in (*STAGES, *DETECTOR_STAGES)
+    }
+    total = sum(cpu[s] for s in STAGES)
+    if n_ev == 0 or total <= 0:
+        return []
+    n_target = sum(r.n_target_jets for r in results)
+
+    def per_event(stages):
+        return ", ".join(f"{s} {1000 * cpu[s] / n_ev:.2f}" for s in stages)
+
+    return [
+        f"CPU {total:.1f} s in the stages: {n_target / total:.1f} gen-matched jets/s/core",
+        f"ms/event: {per_event(STAGES)} (detector: {per_event(DETECTOR_STAGES)})",
+    ]

@@ -13,8 +13,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from jec_coffea.simulation.shard import ShardResult
 
 NAME = "simulate"
 log = logging.getLogger(__name__)
@@ -126,7 +131,7 @@ def run(console: Console, args: argparse.Namespace) -> int:
     return 0
 
 
-def cpu_summary(results) -> list[str]:
+def cpu_summary(results: Sequence[ShardResult]) -> list[str]:
     """Where the shards' CPU time went: jets per CPU second and each stage per event."""
     from jec_coffea.simulation.detector import DETECTOR_STAGES
     from jec_coffea.simulation.pipeline import STAGES

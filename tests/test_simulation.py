@@ -1099,7 +1099,7 @@ def test_cli_simulate_reports_counts_and_cpu_by_stage(tmp_path, capsys):
     text = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
     assert (out / "data.yaml").is_file()
     assert len(list(out.glob("*.root"))) == 1
-    assert "wrote 1 files to" in text
+    assert "wrote 1 file to" in text
     assert "gen-matched jets/s/core" in text
     per_event = text[text.index("ms/event:") :]
     for stage in (*STAGES, *DETECTOR_STAGES):

@@ -119,7 +119,8 @@ def run(console: Console, args: argparse.Namespace) -> int:
     n_target = sum(r.n_target_jets for r in results)
     n_all = sum(r.n_jets for r in results)
     console.print(
-        f"wrote {len(results)} files to {args.output}: {n_ev} events, {n_all} jets, "
+        f"wrote {len(results)} file{'s' * (len(results) != 1)} to {args.output}: "
+        f"{n_ev} events, {n_all} jets, "
         f"{n_target} gen-matched jets with pT_gen >= 20 GeV"
     )
     if results and results[0].library_reuse:

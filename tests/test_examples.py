@@ -1,4 +1,4 @@
-"""The scripts of examples/ run as their docstrings say, on the real PFNano file.
+"""The scripts of examples/ run as their docstrings say, on the real PFNano files.
 
 Each script runs in its own interpreter (as a user runs it, with the ``__main__`` guard its
 local dask cluster needs) from a scratch directory. What they fill is compared with the same

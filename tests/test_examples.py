@@ -54,15 +54,18 @@ def fileset(ul17: Path, tmp_path: Path) -> Path:
     return path
 
 
-def iterative_output(path: Path, **kwargs):
-    """The examples' processor, run here without dask."""
-    from coffea import processor
-
+def iterative_output(fileset: Path, **kwargs) -> dict:
+    """The examples' processor over the same fileset, run here on the iterative executor."""
+    from jec_coffea.commands.run import load_fileset
     from jec_coffea.processors import ResponseProcessor
-    from jec_coffea.runner import LayoutSchema
+    from jec_coffea.runner import make_executor, run_fileset
 
-    run = processor.Runner(executor=processor.IterativeExecutor(), schema=LayoutSchema)
-    return run({"ul17": {"files": {str(path): "Events"}}}, ResponseProcessor(**kwargs))
+    report = run_fileset(
+        load_fileset(fileset),
+        ResponseProcessor(**kwargs),
+        executor=make_executor("iterative"),
+    )
+    return report.output
 
 
 def assert_same_response(out_dir: Path, reference: dict) -> None:
@@ -104,7 +107,7 @@ def test_run_local_cluster(
     assert f"{ul17} pfnano_old complete 1 chunks" in out
     assert (tmp_path / "out" / "histograms.root").is_file()
     reference = iterative_output(
-        ul17,
+        fileset,
         jec=JECStack.from_spec(spec),
         methods=["raw", "nanoaod", "pnet", "standard"],
         split="test",
@@ -112,12 +115,14 @@ def test_run_local_cluster(
     assert_same_response(tmp_path / "out", reference)
 
 
-def test_join_scheduler(dask_client, ul17: Path, fileset: Path, tmp_path: Path):
+def test_join_scheduler(dask_client, fileset: Path, tmp_path: Path):
     address = dask_client.scheduler.address
     out = run_example("join_scheduler.py", address, str(fileset), "out", cwd=tmp_path)
     assert f"2 workers at {address}" in out
     assert dask_client.status == "running"  # the script leaves the cluster to its owner
-    reference = iterative_output(ul17, methods=["raw", "nanoaod", "pnet"], split="test")
+    reference = iterative_output(
+        fileset, methods=["raw", "nanoaod", "pnet"], split="test"
+    )
     assert_same_response(tmp_path / "out", reference)
 
 

@@ -135,13 +135,10 @@ def run(console: Console, args: argparse.Namespace) -> int:
 def cpu_summary(results: Sequence[ShardResult]) -> list[str]:
     """Where the shards' CPU time went: jets per CPU second and each stage per event."""
     from jec_coffea.simulation.detector import DETECTOR_STAGES
-    from jec_coffea.simulation.pipeline import STAGES
+    from jec_coffea.simulation.pipeline import STAGES, TIMED
 
     n_ev = sum(r.n_events for r in results)
-    cpu = {
-        s: sum(r.timing.get(s, 0.0) for r in results)
-        for s in (*STAGES, *DETECTOR_STAGES)
-    }
+    cpu = {s: sum(r.timing.get(s, 0.0) for r in results) for s in TIMED}
     total = sum(cpu[s] for s in STAGES)
     if n_ev == 0 or total <= 0:
         return []

@@ -19,7 +19,7 @@ import awkward as ak
 import numpy as np
 
 from .config import SimulationConfig
-from .detector import simulate_detector
+from .detector import DETECTOR_STAGES, simulate_detector
 from .generator import HardScatterGenerator, MinBiasLibrary, _offsets
 from .reconstruction import (
     FLAVOUR_SCALE,
@@ -35,7 +35,7 @@ from .reconstruction import (
 )
 from .vertices import add_fakes_and_associate
 
-__all__ = ["STAGES", "EventSimulator"]
+__all__ = ["STAGES", "TIMED", "EventSimulator"]
 
 STAGES = (
     "generation",
@@ -48,6 +48,8 @@ STAGES = (
 )
 """Stages timed per batch (``writing`` is filled by the shard loop); ``timing`` also holds
 the detector's sections (:data:`~.detector.DETECTOR_STAGES`), which add up to ``detector``."""
+TIMED = (*STAGES, *DETECTOR_STAGES)
+"""Every name :attr:`EventSimulator.timing` fills: the stages, then the detector's sections."""
 
 PRUNE_MAX_MU = 20.0  # prune area ghosts only below this mean pile-up
 PRUNE_MARGIN = 0.3  # ghosts kept within R + this of a pre-clustered jet

@@ -28,9 +28,8 @@ import yaml
 
 from . import fastjet_native
 from .config import SimulationConfig, detector_hash
-from .detector import DETECTOR_STAGES
 from .generator import MinBiasLibrary
-from .pipeline import STAGES, EventSimulator, heap_reuse
+from .pipeline import TIMED, EventSimulator, heap_reuse
 from .puppi import PUPPI_UL
 from .writer import DEFAULT_COMPRESSION, PFNanoWriter, parse_compression
 
@@ -145,7 +144,7 @@ def run_shard(
             n_jets += int(ak.sum(ak.num(arrays["Jet"])))
             if progress is not None:
                 progress.put((shard, added))
-    timing = {s: float(sim.timing.get(s, 0.0)) for s in (*STAGES, *DETECTOR_STAGES)}
+    timing = {s: float(sim.timing.get(s, 0.0)) for s in TIMED}
     return ShardResult(
         path=str(path),
         shard=shard,
